@@ -1,0 +1,128 @@
+"""Architectures as data: a chain of bias-free linear maps with an optional activation between them.
+
+Every model in the papers we reproduce is such a chain, so one description serves the single
+model (:class:`~implicitlab.models.layered.LayeredNet`) and the batched ensemble
+(:class:`~implicitlab.models.ensemble.Ensemble`), and both initialise from the *same* function with
+a per-run ``torch.Generator`` — which is what makes run r of an ensemble equal to the same run
+trained alone.
+
+Kinds
+-----
+- ``"deep_linear"`` (Marion & Chizat 2024, "MLP"): W_1…W_{L−1} ∈ R^{width×·}, W_L ∈ R^{d_out×width},
+  every entry ``init_scale · N(0, 1)`` (no fan-in scaling, as in the authors' code).
+- ``"residual"`` (Marion & Chizat 2024): W_k = I + (s/√(L d)) N_k ∈ R^{d×d}, k = 1…L, and a fixed
+  (untrained) random unit output vector w: f(x) = wᵀ W_L ⋯ W_1 x.
+- ``"mlp"``: bias-free, activation between layers (``relu``, ``gelu``, ``smooth_relu``), entries
+  ``init_scale · N(0, 1/fan_in)``. A deep linear net with GELU is ``kind="deep_linear",
+  activation="gelu"`` (Marion & Chizat's GELU experiment keeps the deep-linear initialisation).
+
+The smooth ReLU of Poggio et al. 2018 is x / (1 + e^{−x/ε²}) = x · σ(x/ε²).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from ..config import ConfigError
+
+Kind = Literal["deep_linear", "residual", "mlp"]
+Activation = Literal["none", "relu", "gelu", "smooth_relu"]
+ACTIVATIONS = ("none", "relu", "gelu", "smooth_relu")
+
+
+def activate(h: torch.Tensor, activation: str, eps: float = 0.1) -> torch.Tensor:
+    """Apply an activation by name (``"none"`` is the identity)."""
+    if activation == "none":
+        return h
+    if activation == "relu":
+        return torch.relu(h)
+    if activation == "gelu":
+        return torch.nn.functional.gelu(h)
+    if activation == "smooth_relu":
+        return h * torch.sigmoid(h / eps**2)
+    raise ValueError(f"unknown activation {activation!r}; choose one of {list(ACTIVATIONS)}")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A chain of bias-free linear layers.
+
+    Args:
+        kind: ``"deep_linear"``, ``"residual"`` or ``"mlp"``.
+        d_in: input dimension d.
+        depth: number of weight matrices L (≥ 1; L = 1 is a linear predictor).
+        width: hidden width (default d_in; residual nets require width = d_in).
+        d_out: output dimension (1 for regression and binary classification, C for classes).
+        activation: between layers (never after the last one).
+        eps: the smooth ReLU's ε.
+    """
+
+    kind: Kind = "deep_linear"
+    d_in: int = 5
+    depth: int = 10
+    width: int | None = None
+    d_out: int = 1
+    activation: Activation = "none"
+    eps: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("deep_linear", "residual", "mlp"):
+            raise ConfigError(f"unknown architecture kind {self.kind!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation {self.activation!r}; choose one of {list(ACTIVATIONS)}")
+        for name in ("d_in", "depth", "d_out"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.width is not None and self.width < 1:
+            raise ConfigError(f"width must be ≥ 1, got {self.width}")
+        if self.kind == "residual" and self.hidden != self.d_in:
+            raise ConfigError("a residual network needs width == d_in")
+        if self.eps <= 0:
+            raise ConfigError(f"eps must be positive, got {self.eps}")
+
+    @property
+    def hidden(self) -> int:
+        return self.width if self.width is not None else self.d_in
+
+    def shapes(self) -> list[tuple[int, int]]:
+        """(out, in) of each trained weight matrix, first layer first."""
+        if self.kind == "residual":
+            return [(self.d_in, self.d_in)] * self.depth
+        dims = [self.d_in] + [self.hidden] * (self.depth - 1) + [self.d_out]
+        return [(dims[k + 1], dims[k]) for k in range(self.depth)]
+
+    @property
+    def num_params(self) -> int:
+        return sum(o * i for o, i in self.shapes())
+
+    def init(
+        self,
+        init_scale: float,
+        seed: int,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str = "cpu",
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Initial weights (list of (out, in) tensors) and the fixed head (or None) of one run.
+
+        Random numbers come from a CPU ``torch.Generator`` seeded with ``seed`` in float64 and are
+        then cast and moved, so a run's initialisation is the same on every device and dtype.
+        """
+        gen = torch.Generator().manual_seed(int(seed))
+        weights = []
+        head = None
+        if self.kind == "residual":
+            d, L = self.d_in, self.depth
+            for o, i in self.shapes():
+                noise = torch.randn(o, i, generator=gen, dtype=torch.float64)
+                weights.append(torch.eye(d, dtype=torch.float64) + init_scale / math.sqrt(L * d) * noise)
+            w = torch.randn(self.d_out, d, generator=gen, dtype=torch.float64)
+            head = (w / w.norm(dim=-1, keepdim=True)).to(device=device, dtype=dtype)
+        else:
+            for o, i in self.shapes():
+                std = init_scale / math.sqrt(i) if self.kind == "mlp" else init_scale
+                weights.append(std * torch.randn(o, i, generator=gen, dtype=torch.float64))
+        return [w.to(device=device, dtype=dtype) for w in weights], head

@@ -1,0 +1,221 @@
+"""Gradient descent on an ensemble: full-batch GD, mini-batch SGD, normalized GD.
+
+Every run r of the ensemble takes the step θ_r ← θ_r − η_r ∇L_r(θ_r) with its own step size η_r;
+all runs advance together as one tensor program. One gradient of Σ_r L_r gives all per-run
+gradients at once because the runs share no parameter.
+
+- **Normalized GD** (Nacson et al., AISTATS 2019): η_t = η / L(θ_t), i.e. the step
+  θ ← θ − η ∇L/L = θ − η ∇ log L. We differentiate the log-domain loss directly, so the step stays
+  exact when L itself has underflowed (L < e^{−745}).
+- **Square loss on a linear network** (any depth, no activation): the loss depends on the data only
+  through Σ = XᵀX/n, b = XᵀY/n and c = ‖Y‖²/n, R(P) = tr(PΣPᵀ) − 2 tr(Pb) + c with P the end-to-end
+  matrix, so a full-batch step costs O(L d³) whatever n is. The probes still evaluate the loss from
+  the residuals (exact near an interpolant, where the expanded form cancels).
+- **Divergence**: a run whose loss becomes NaN/±inf (or exceeds ``divergence_threshold``) is marked
+  diverged at that step, frozen, and recorded with NaN metrics; the other runs go on. Detection
+  needs no host synchronisation (masks stay on the device).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..losses import LOSSES, log_loss, loss
+from ..models import Ensemble
+from .probes import Probe, ProbeContext, loss_probe
+
+
+@dataclass
+class TrainResult:
+    """The tidy table (one row per run × probed step), the trained ensemble and divergence steps."""
+
+    table: pd.DataFrame
+    model: Ensemble
+    diverged_step: list[int | None]
+
+    @property
+    def diverged(self) -> np.ndarray:
+        return np.array([s is not None for s in self.diverged_step])
+
+
+class _SquareStats:
+    """Sufficient statistics of the square loss for linear networks (see module docstring)."""
+
+    def __init__(self, X: torch.Tensor, y: torch.Tensor, reduction: str):
+        n = X.shape[0]
+        Y = y.reshape(n, -1).to(X.dtype)  # (n, d_out)
+        scale = 1.0 / n if reduction == "mean" else 1.0
+        self.sigma = scale * X.T @ X  # (d, d)
+        self.b_t = scale * (X.T @ Y).T  # (d_out, d)
+        self.c = scale * (Y**2).sum()
+
+    def loss(self, P: torch.Tensor) -> torch.Tensor:
+        """P ``(R, d_out, d)`` → per-run loss ``(R,)``."""
+        quad = (torch.matmul(P, self.sigma) * P).sum((-1, -2))
+        lin = (P * self.b_t).sum((-1, -2))
+        return quad - 2.0 * lin + self.c
+
+
+def _check_inputs(model, X, y, loss_name, lr, num_steps, reduction, batch_size) -> torch.Tensor:
+    if loss_name not in LOSSES:
+        raise ValueError(f"unknown loss {loss_name!r}; choose one of {list(LOSSES)}")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"unknown reduction {reduction!r}; use 'mean' or 'sum'")
+    if X.ndim != 2 or X.shape[1] != model.arch.d_in:
+        raise ValueError(f"X must be (n, {model.arch.d_in}), got {tuple(X.shape)}")
+    if X.shape[0] == 0:
+        raise ValueError("the training set is empty")
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(f"y has {y.shape[0]} rows for {X.shape[0]} examples")
+    if num_steps < 0:
+        raise ValueError(f"num_steps must be ≥ 0, got {num_steps}")
+    R = model.num_runs
+    p = model.weights[0]
+    lrs = torch.as_tensor(lr, dtype=p.dtype, device=p.device).reshape(-1)
+    if lrs.numel() == 1:
+        lrs = lrs.expand(R).clone()
+    if lrs.numel() != R:
+        raise ValueError(f"{lrs.numel()} step sizes for {R} runs")
+    if not bool(torch.isfinite(lrs).all()) or bool((lrs <= 0).any()):
+        raise ValueError("step sizes must be positive and finite")
+    if batch_size is not None and not (1 <= batch_size <= X.shape[0]):
+        raise ValueError(f"batch_size must be in [1, {X.shape[0]}], got {batch_size}")
+    return lrs
+
+
+def train(
+    model: Ensemble,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    loss_name: str,
+    lr: float | Sequence[float] | torch.Tensor,
+    num_steps: int,
+    reduction: str = "mean",
+    normalized: bool = False,
+    batch_size: int | None = None,
+    batch_seeds: Sequence[int] | None = None,
+    probe_steps: Sequence[int] | np.ndarray | None = None,
+    probes: Sequence[Probe] = (loss_probe,),
+    divergence_threshold: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """Train every run of ``model`` in place and measure ``probes`` at ``probe_steps``.
+
+    Args:
+        model: the ensemble (R runs); its parameters are updated in place.
+        X: ``(n, d_in)`` training inputs, on the model's device and dtype.
+        y: ``(n,)`` or ``(n, d_out)`` targets (±1 labels, class indices or real values).
+        loss_name: ``"square" | "exp" | "logistic" | "ce"`` (see :mod:`implicitlab.losses`).
+        lr: one step size for all runs or one per run ``(R,)``.
+        num_steps: number of updates.
+        reduction: ``"mean"`` (default) or ``"sum"`` over examples.
+        normalized: step η/L(θ) (normalized GD) instead of η.
+        batch_size: None for full-batch GD; else SGD with per-run reshuffling every epoch from
+            ``batch_seeds[r]`` (default: the run's seed).
+        probe_steps: steps (0…num_steps) at which probes run (default: 0 and num_steps).
+        probes: functions of a :class:`ProbeContext` returning ``{name: (R,) tensor}``.
+        divergence_threshold: a loss above this also counts as divergence (default: only NaN/inf).
+        progress: called as ``progress(step, num_steps)`` about 100 times.
+
+    Returns:
+        :class:`TrainResult` with the table (columns ``run, step, diverged`` and the probes').
+    """
+    lrs = _check_inputs(model, X, y, loss_name, lr, num_steps, reduction, batch_size)
+    R, n = model.num_runs, X.shape[0]
+    device = lrs.device
+    params = list(model.weights)
+    wanted = np.unique(np.asarray(probe_steps if probe_steps is not None else [0, num_steps], dtype=np.int64))
+    if wanted.size and (wanted.min() < 0 or wanted.max() > num_steps):
+        raise ValueError(f"probe steps must lie in [0, {num_steps}]")
+    probe_set = set(int(s) for s in wanted)
+
+    linear = model.arch.activation == "none"
+    stats = _SquareStats(X, y, reduction) if (loss_name == "square" and linear and batch_size is None) else None
+
+    def objective(Xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        if stats is not None and Xb is X:
+            value = stats.loss(model.end_to_end())
+            return torch.log(value) if normalized else value
+        out = model(Xb)
+        return log_loss(loss_name, out, yb, reduction) if normalized else loss(loss_name, out, yb, reduction)
+
+    # SGD batches: per-run permutations, reshuffled every epoch from each run's own generator.
+    gens = None
+    if batch_size is not None:
+        seeds = list(batch_seeds) if batch_seeds is not None else model.seeds
+        gens = [torch.Generator().manual_seed(int(s) + 7919) for s in seeds]
+        perm = None
+        batches_per_epoch = math.ceil(n / batch_size)
+
+    diverged = torch.zeros(R, dtype=torch.bool, device=device)
+    div_step = torch.full((R,), -1, dtype=torch.int64, device=device)
+    records: dict[str, list[torch.Tensor]] = {}
+    steps_recorded: list[int] = []
+    lr_b = lrs.view(R, 1, 1)
+    report_every = max(1, num_steps // 100)
+
+    for step in range(num_steps + 1):
+        if step in probe_set:
+            ctx = ProbeContext(model=model, X=X, y=y, loss=loss_name, reduction=reduction, step=step)
+            with torch.no_grad():
+                row: dict[str, torch.Tensor] = {}
+                for probe in probes:
+                    row.update(probe(ctx))
+                if divergence_threshold is not None and "loss" in row:
+                    over = ~(row["loss"] <= divergence_threshold)
+                    newly = over & ~diverged
+                    div_step = torch.where(newly, step, div_step)
+                    diverged |= over
+                for key, value in row.items():
+                    value = value.detach().to(torch.float64).reshape(R)
+                    records.setdefault(key, []).append(torch.where(diverged, float("nan"), value))
+                records.setdefault("diverged", []).append(diverged.clone())
+                steps_recorded.append(step)
+        if step == num_steps:
+            break
+
+        if gens is not None:
+            i = step % batches_per_epoch
+            if i == 0:
+                perm = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)  # (R, n)
+            idx = perm[:, i * batch_size : (i + 1) * batch_size]  # (R, B)
+            Xb, yb = X[idx], y[idx]  # (R, B, d), (R, B[, d_out])
+        else:
+            Xb, yb = X, y
+
+        obj = objective(Xb, yb)  # (R,)
+        bad = ~torch.isfinite(obj)
+        if divergence_threshold is not None and not normalized:
+            bad |= obj > divergence_threshold
+        div_step = torch.where(bad & ~diverged, step, div_step)
+        diverged |= bad
+        total = torch.where(diverged, torch.zeros_like(obj), obj).sum()
+        grads = torch.autograd.grad(total, params)
+        with torch.no_grad():
+            frozen = diverged.view(R, 1, 1)
+            for W, g in zip(params, grads):
+                W.sub_(torch.where(frozen, torch.zeros_like(g), lr_b * g))
+        if progress is not None and (step + 1) % report_every == 0:
+            progress(step + 1, num_steps)
+
+    table = _to_table(records, steps_recorded, R)
+    ds = div_step.cpu().tolist()
+    return TrainResult(table=table, model=model, diverged_step=[None if s < 0 else int(s) for s in ds])
+
+
+def _to_table(records: dict[str, list[torch.Tensor]], steps: list[int], R: int) -> pd.DataFrame:
+    T = len(steps)
+    columns: dict[str, np.ndarray] = {
+        "run": np.tile(np.arange(R), T),
+        "step": np.repeat(np.asarray(steps, dtype=np.int64), R),
+    }
+    for key, values in records.items():
+        columns[key] = torch.stack(values).cpu().numpy().reshape(T * R)
+    return pd.DataFrame(columns)
