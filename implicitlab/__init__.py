@@ -1,0 +1,37 @@
+"""implicitlab: measure the implicit regularization of gradient descent.
+
+Public API, grouped: models, losses, training, diagnostics, references, experiments.
+"""
+
+__version__ = "0.1.0"
+
+from .diagnostics import (
+    alignment,
+    balancedness,
+    layer_norms,
+    normalized_margin,
+    rank_one_ratio,
+    stable_rank,
+)
+from .losses import log_loss, loss, margins
+from .models import Architecture, Ensemble, LayeredNet
+from .train import every, log_spaced, train
+
+__all__ = [
+    "Architecture",
+    "Ensemble",
+    "LayeredNet",
+    "__version__",
+    "alignment",
+    "balancedness",
+    "every",
+    "layer_norms",
+    "log_loss",
+    "log_spaced",
+    "loss",
+    "margins",
+    "normalized_margin",
+    "rank_one_ratio",
+    "stable_rank",
+    "train",
+]

@@ -1,0 +1,78 @@
+"""Run one experiment on a config: time it, write its files, record it in the store.
+
+Files, under ``out/EXPERIMENT/PRESET/``: ``config.json``, ``table.csv``, ``claims.json``,
+``figure.png`` and ``figure.svg``. The store (``out/implicitlab.sqlite`` by default) gets the run
+with its config, hash, environment, wall time, table and claims, in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from .config import config_hash, config_to_dict
+from .environment import environment
+from .experiments import Claim, Experiment
+from .experiments.registry import Progress
+from .plots import save
+from .sweep import Store
+
+
+@dataclass
+class RunOutcome:
+    experiment: str
+    preset: str | None
+    run_id: int
+    out_dir: Path
+    table: pd.DataFrame
+    claims: list[Claim]
+    wall_time_s: float
+
+
+def run_experiment(
+    exp: Experiment,
+    cfg: Any,
+    *,
+    preset: str | None,
+    out: Path,
+    device: torch.device,
+    store: Store | None = None,
+    progress: Progress | None = None,
+) -> RunOutcome:
+    """Execute ``exp`` on ``cfg`` and persist everything (see module docstring)."""
+    store = store or Store(out / "implicitlab.sqlite")
+    env = environment(device)
+    cfg_dict = config_to_dict(cfg)
+    h = config_hash(cfg)
+    start = time.perf_counter()
+    try:
+        table, claims = exp.execute(cfg, device=device, progress=progress)
+    except Exception as exc:  # a failed run is recorded, then re-raised
+        store.write_run(
+            experiment=exp.name, preset=preset, config=cfg_dict, config_hash=h, status="failed",
+            environment=env, wall_time_s=time.perf_counter() - start, error=f"{type(exc).__name__}: {exc}",
+        )
+        raise
+    wall = time.perf_counter() - start
+
+    out_dir = out / exp.name / (preset or f"custom-{h}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    claim_dicts = [c.to_dict() for c in claims]
+    (out_dir / "config.json").write_text(
+        json.dumps({"experiment": exp.name, "preset": preset, "config_hash": h, "config": cfg_dict,
+                    "environment": env, "wall_time_s": wall}, indent=2)
+    )
+    table.to_csv(out_dir / "table.csv", index=False)
+    (out_dir / "claims.json").write_text(json.dumps(claim_dicts, indent=2))
+    save(exp.plot(table), out_dir / "figure")
+    run_id = store.write_run(
+        experiment=exp.name, preset=preset, config=cfg_dict, config_hash=h, status="ok",
+        environment=env, wall_time_s=wall, table=table, claims=claim_dicts, out_dir=str(out_dir),
+    )
+    return RunOutcome(exp.name, preset, run_id, out_dir, table, claims, wall)
