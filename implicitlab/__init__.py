@@ -15,10 +15,32 @@ from .diagnostics import (
 )
 from .losses import log_loss, loss, margins
 from .models import Architecture, Ensemble, LayeredNet
+from .references import (
+    MinNormResult,
+    SVMResult,
+    angle_to,
+    margin_gap,
+    min_norm_solution,
+    null_space_projector,
+    row_space_projector,
+    solve_norm_growth,
+    svm_max_margin,
+    svm_max_margin_nnls,
+)
 from .train import every, log_spaced, train
 
 __all__ = [
     "Architecture",
+    "MinNormResult",
+    "SVMResult",
+    "angle_to",
+    "margin_gap",
+    "min_norm_solution",
+    "null_space_projector",
+    "row_space_projector",
+    "solve_norm_growth",
+    "svm_max_margin",
+    "svm_max_margin_nnls",
     "Ensemble",
     "LayeredNet",
     "__version__",
