@@ -7,6 +7,8 @@ gradients at once because the runs share no parameter.
 - **Normalized GD** (Nacson et al., AISTATS 2019): η_t = η / L(θ_t), i.e. the step
   θ ← θ − η ∇L/L = θ − η ∇ log L. We differentiate the log-domain loss directly, so the step stays
   exact when L itself has underflowed (L < e^{−745}).
+- **Linear networks** (any depth, no activation) use the closed-form backward pass of
+  :mod:`implicitlab.train.linear_grad` instead of autograd.
 - **Square loss on a linear network** (any depth, no activation): the loss depends on the data only
   through Σ = XᵀX/n, b = XᵀY/n and c = ‖Y‖²/n, R(P) = tr(PΣPᵀ) − 2 tr(Pb) + c with P the end-to-end
   matrix, so a full-batch step costs O(L d³) whatever n is. The probes still evaluate the loss from
@@ -28,6 +30,7 @@ import torch
 
 from ..losses import LOSSES, log_loss, loss
 from ..models import Ensemble
+from .linear_grad import linear_chain_gradients
 from .probes import Probe, ProbeContext, loss_probe
 
 
@@ -140,9 +143,6 @@ def train(
     stats = _SquareStats(X, y, reduction) if (loss_name == "square" and linear and batch_size is None) else None
 
     def objective(Xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        if stats is not None and Xb is X:
-            value = stats.loss(model.end_to_end())
-            return torch.log(value) if normalized else value
         out = model(Xb)
         return log_loss(loss_name, out, yb, reduction) if normalized else loss(loss_name, out, yb, reduction)
 
@@ -190,14 +190,20 @@ def train(
         else:
             Xb, yb = X, y
 
-        obj = objective(Xb, yb)  # (R,)
+        if linear:
+            obj, grads = linear_chain_gradients(
+                params, model.head, Xb, yb, loss_name, reduction, normalized, stats if Xb is X else None
+            )
+        else:
+            obj = objective(Xb, yb)  # (R,)
         bad = ~torch.isfinite(obj)
         if divergence_threshold is not None and not normalized:
             bad |= obj > divergence_threshold
         div_step = torch.where(bad & ~diverged, step, div_step)
         diverged |= bad
-        total = torch.where(diverged, torch.zeros_like(obj), obj).sum()
-        grads = torch.autograd.grad(total, params)
+        if not linear:
+            total = torch.where(diverged, torch.zeros_like(obj), obj).sum()
+            grads = torch.autograd.grad(total, params)
         with torch.no_grad():
             frozen = diverged.view(R, 1, 1)
             for W, g in zip(params, grads):

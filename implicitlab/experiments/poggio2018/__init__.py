@@ -1,0 +1,1 @@
+"""Poggio et al. 2018, Theory IIIb: generalization in deep networks."""
