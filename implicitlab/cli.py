@@ -84,6 +84,7 @@ def run(
         torch.set_num_threads(threads)
 
     all_hold = True
+    outcomes = []
     for exp, cfg in plans:
         with Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
@@ -98,6 +99,12 @@ def run(
         console.print(claims_table(f"{exp.name} — {exp.paper}  [{outcome.wall_time_s:.1f} s]", outcome.claims))
         console.print(f"  figure, table, claims: {outcome.out_dir}/", highlight=False)
         all_hold &= all(c.holds for c in outcome.claims)
+        outcomes.append(outcome)
+    if len(outcomes) > 1:
+        from .runner import write_summary
+
+        path = write_summary(outcomes, out / f"report-{preset}.md")
+        console.print(f"summary of every claim: {path}", highlight=False)
     if not all_hold:
         console.print("[yellow]some claims do not hold (see the tables above)[/]")
 

@@ -76,3 +76,22 @@ def run_experiment(
         environment=env, wall_time_s=wall, table=table, claims=claim_dicts, out_dir=str(out_dir),
     )
     return RunOutcome(exp.name, preset, run_id, out_dir, table, claims, wall)
+
+
+def write_summary(outcomes: list[RunOutcome], path: Path) -> Path:
+    """A Markdown summary: per experiment, its figure and the claims table (measured vs bound)."""
+    lines = ["# implicitlab — claims", ""]
+    total = sum(len(o.claims) for o in outcomes)
+    held = sum(c.holds for o in outcomes for c in o.claims)
+    lines += [f"{held} of {total} claims hold; the others are refuted by the numbers shown.", ""]
+    for o in outcomes:
+        rel = o.out_dir.relative_to(path.parent) if o.out_dir.is_relative_to(path.parent) else o.out_dir
+        lines += [f"## {o.experiment} ({o.preset}, {o.wall_time_s:.1f} s)", "", f"![figure]({rel}/figure.svg)", "",
+                  "| claim | measured | bound | verdict | source |", "|---|---|---|---|---|"]
+        for c in o.claims:
+            lines.append(f"| {c.name} | {c.measured:.4g} | {c.relation} {c.bound:.4g} | "
+                         f"{'**' + c.verdict + '**' if not c.holds else c.verdict} | {c.source} |")
+        lines.append("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    return path
