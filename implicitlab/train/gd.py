@@ -154,8 +154,17 @@ def train(
         perm = None
         batches_per_epoch = math.ceil(n / batch_size)
 
+    yX = None
+    if linear and batch_size is None and loss_name in ("exp", "logistic") and y.ndim == 1:
+        yX = y.to(X.dtype).unsqueeze(1) * X  # (n, d): margins are P (yX)ᵀ
+
+    # Divergence bookkeeping without host syncs: `dead` counts the steps a run has spent diverged,
+    # so it diverged at step (steps taken − dead). Runs share no parameter, so a NaN stays in its
+    # own run; weights are only frozen explicitly when a finite threshold is crossed.
     diverged = torch.zeros(R, dtype=torch.bool, device=device)
-    div_step = torch.full((R,), -1, dtype=torch.int64, device=device)
+    dead = torch.zeros(R, dtype=torch.int64, device=device)
+    taken = 0
+    neg_lr = (-lrs).view(R, 1, 1)
     records: dict[str, list[torch.Tensor]] = {}
     steps_recorded: list[int] = []
     lr_b = lrs.view(R, 1, 1)
@@ -169,10 +178,7 @@ def train(
                 for probe in probes:
                     row.update(probe(ctx))
                 if divergence_threshold is not None and "loss" in row:
-                    over = ~(row["loss"] <= divergence_threshold)
-                    newly = over & ~diverged
-                    div_step = torch.where(newly, step, div_step)
-                    diverged |= over
+                    diverged |= ~(row["loss"] <= divergence_threshold)
                 for key, value in row.items():
                     value = value.detach().to(torch.float64).reshape(R)
                     records.setdefault(key, []).append(torch.where(diverged, float("nan"), value))
@@ -192,28 +198,32 @@ def train(
 
         if linear:
             obj, grads = linear_chain_gradients(
-                params, model.head, Xb, yb, loss_name, reduction, normalized, stats if Xb is X else None
+                params, model.head, Xb, yb, loss_name, reduction, normalized,
+                stats if Xb is X else None, yX if Xb is X else None,
             )
         else:
             obj = objective(Xb, yb)  # (R,)
-        bad = ~torch.isfinite(obj)
-        if divergence_threshold is not None and not normalized:
-            bad |= obj > divergence_threshold
-        div_step = torch.where(bad & ~diverged, step, div_step)
-        diverged |= bad
-        if not linear:
-            total = torch.where(diverged, torch.zeros_like(obj), obj).sum()
-            grads = torch.autograd.grad(total, params)
+            grads = torch.autograd.grad(obj.sum(), params)
+        diverged |= ~torch.isfinite(obj)
         with torch.no_grad():
-            frozen = diverged.view(R, 1, 1)
-            for W, g in zip(params, grads):
-                W.sub_(torch.where(frozen, torch.zeros_like(g), lr_b * g))
+            if divergence_threshold is not None:
+                if not normalized:
+                    diverged |= obj > divergence_threshold
+                frozen = diverged.view(R, 1, 1)
+                for W, g in zip(params, grads):
+                    W.sub_(torch.where(frozen, torch.zeros_like(g), lr_b * g))
+            else:
+                for W, g in zip(params, grads):
+                    W.addcmul_(g, neg_lr)
+        dead += diverged
+        taken += 1
         if progress is not None and (step + 1) % report_every == 0:
             progress(step + 1, num_steps)
 
     table = _to_table(records, steps_recorded, R)
-    ds = div_step.cpu().tolist()
-    return TrainResult(table=table, model=model, diverged_step=[None if s < 0 else int(s) for s in ds])
+    flags = diverged.cpu().tolist()
+    first = (taken - dead).cpu().tolist()
+    return TrainResult(table=table, model=model, diverged_step=[int(s) if f else None for s, f in zip(first, flags)])
 
 
 def _to_table(records: dict[str, list[torch.Tensor]], steps: list[int], R: int) -> pd.DataFrame:

@@ -67,6 +67,24 @@ def _dloss_doutputs(
     return obj.detach(), g
 
 
+def _dloss_dmargins(loss_name: str, m: torch.Tensor, c: float, normalized: bool):
+    """Objective ``(R,)`` and its derivative with respect to the margins m ``(R, n)`` (binary losses)."""
+    if loss_name == "exp":
+        logs = -m
+        if normalized:
+            log_total = torch.logsumexp(logs, dim=-1, keepdim=True)
+            return log_total.squeeze(-1) + math.log(c), -torch.exp(logs - log_total)
+        e = torch.exp(logs)
+        return c * e.sum(-1), e.mul_(-c)
+    # logistic: ℓ = softplus(−m), ℓ' = −σ(−m)
+    if normalized:
+        from ..losses import log_softplus
+
+        log_total = torch.logsumexp(log_softplus(-m), dim=-1, keepdim=True)
+        return log_total.squeeze(-1) + math.log(c), -torch.exp(-softplus(m) - log_total)
+    return c * softplus(-m).sum(-1), torch.sigmoid(-m).mul_(-c)
+
+
 @torch.no_grad()
 def linear_chain_gradients(
     weights: list[torch.Tensor],
@@ -77,6 +95,7 @@ def linear_chain_gradients(
     reduction: str,
     normalized: bool,
     stats=None,
+    yX: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Per-run objective ``(R,)`` and gradients ``[(R, out_k, in_k)]`` of a linear chain.
 
@@ -85,6 +104,8 @@ def linear_chain_gradients(
         head: fixed output matrix ``(R, d_out, d)`` or None.
         X: ``(n, d)`` shared data, or ``(R, B, d)`` per-run mini-batches; y to match.
         stats: square-loss sufficient statistics (full batch only), see ``gd._SquareStats``.
+        yX: ``(n, d)`` rows y_n x_n (full batch, exp/logistic, scalar output): margins are then
+            m = P (yX)ᵀ and G = (∂L/∂m) yX, with no separate pass over the labels.
     """
     L = len(weights)
     # suffix[k] = [head] W_L⋯W_{k+1} (A_k, (R, d_out, out_k)); suffix[L-1] = head, or None for I.
@@ -102,6 +123,11 @@ def linear_chain_gradients(
         if normalized:
             G = G / value.view(-1, 1, 1)
             value = torch.log(value)
+    elif yX is not None and loss_name in ("exp", "logistic") and P.shape[-2] == 1:
+        m = torch.matmul(P, yX.T)[:, 0, :]  # (R, n) margins
+        c = 1.0 / yX.shape[0] if reduction == "mean" else 1.0
+        value, dm = _dloss_dmargins(loss_name, m, c, normalized)
+        G = torch.matmul(dm.unsqueeze(1), yX)  # (R, 1, d)
     else:
         F = torch.matmul(X, P.transpose(-1, -2))  # (R, n, d_out)
         value, dF = _dloss_doutputs(loss_name, F, y, reduction, normalized)

@@ -39,8 +39,10 @@ def _solo_gd(model: LayeredNet, X, y, loss_name, lr, steps, reduction="mean"):
         (Architecture("mlp", d_in=4, depth=3, width=6, activation="gelu"), "square", False),
         (Architecture("deep_linear", d_in=4, depth=3), "exp", True),
         (Architecture("mlp", d_in=4, depth=2, width=6, activation="relu"), "logistic", True),
+        (Architecture("deep_linear", d_in=4, depth=2), "logistic", True),
+        (Architecture("deep_linear", d_in=4, depth=1), "exp", True),
     ],
-    ids=["dln-square", "res-square", "gelu-square", "dln-exp", "relu-logistic"],
+    ids=["dln-square", "res-square", "gelu-square", "dln-exp", "relu-logistic", "dln-logistic", "linear-exp"],
 )
 def test_run_r_equals_run_trained_alone(arch, loss_name, labels):
     X, y = _data(labels=labels)
@@ -69,17 +71,19 @@ def test_divergence_is_recorded_and_others_go_on():
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
 
 
-def test_normalized_gd_step_is_gradient_over_loss():
-    arch = Architecture("deep_linear", d_in=3, depth=1)
-    X, y = _data(n=10, d=3, labels=True)
-    ens = Ensemble.create(arch, [0.1], [0])
-    w0 = ens.weights[0].detach().clone()
+@pytest.mark.parametrize("loss_name", ["exp", "logistic", "square"])
+@pytest.mark.parametrize("depth", [1, 3])
+def test_normalized_gd_step_is_gradient_over_loss(loss_name, depth):
+    arch = Architecture("deep_linear", d_in=3, depth=depth)
+    X, y = _data(n=10, d=3, labels=loss_name != "square")
+    ens = Ensemble.create(arch, [0.5], [0])
+    w0 = [w.detach().clone() for w in ens.weights]
     single = ens.member(0)
-    L = loss("exp", single(X), y)
-    (grad,) = torch.autograd.grad(L, list(single.weights))
-    train(ens, X, y, loss_name="exp", lr=0.3, num_steps=1, normalized=True)
-    expected = w0[0] - 0.3 * grad / L.detach()
-    torch.testing.assert_close(ens.weights[0][0].detach(), expected, rtol=1e-13, atol=1e-15)
+    L = loss(loss_name, single(X), y)
+    grads = torch.autograd.grad(L, list(single.weights))
+    train(ens, X, y, loss_name=loss_name, lr=0.3, num_steps=1, normalized=True)
+    for W, W0, g in zip(ens.weights, w0, grads):
+        torch.testing.assert_close(W[0].detach(), W0[0] - 0.3 * g / L.detach(), rtol=1e-12, atol=1e-14)
 
 
 def test_normalized_gd_keeps_moving_when_loss_underflows():
