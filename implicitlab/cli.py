@@ -1,18 +1,20 @@
-"""The command line: ``implicitlab list`` and ``implicitlab run``."""
+"""The command line: ``implicitlab list | run | sweep | runs | export``."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from .config import ConfigError, apply_overrides, resolve_device
 from .experiments import Claim, experiments, get
+from .sweep import BACKENDS  # also registers the sweep-demo experiment
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Measure where gradient descent goes.")
 console = Console()
@@ -58,7 +60,7 @@ def run(
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a config field: key=value")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
     out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's)")] = None,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (small batched ops run fastest on 1)")] = 1,
 ) -> None:
     """Run an experiment's preset: store the run, write figure + table + claims, print the claims."""
     import torch
@@ -67,7 +69,9 @@ def run(
 
     # Everything is validated before anything runs or is written.
     try:
-        names = list(experiments()) if experiment == "all" else [get(experiment).name]
+        # 'all' means the papers' experiments; demo experiments (tag "demo") run only by name.
+        names = ([n for n, e in experiments().items() if "demo" not in e.tags] if experiment == "all"
+                 else [get(experiment).name])
         dev = resolve_device(device)
         plans = []
         for name in names:
@@ -80,8 +84,9 @@ def run(
             plans.append((exp, cfg))
     except ConfigError as exc:
         _fail(str(exc))
-    if threads is not None:
-        torch.set_num_threads(threads)
+    if threads < 1:
+        _fail(f"--threads must be ≥ 1, got {threads}")
+    torch.set_num_threads(threads)
 
     all_hold = True
     outcomes = []
@@ -107,6 +112,160 @@ def run(
         console.print(f"summary of every claim: {path}", highlight=False)
     if not all_hold:
         console.print("[yellow]some claims do not hold (see the tables above)[/]")
+
+
+def _bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:>6.0f}/{task.total:.0f}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False,
+    )
+
+
+@app.command("sweep")
+def sweep(
+    spec: Annotated[Path, typer.Argument(help="a sweep spec: YAML (.yaml/.yml) or TOML (.toml)")],
+    out: Annotated[Path, typer.Option(help="results folder (store: OUT/implicitlab.sqlite)")] = Path("results"),
+    backend: Annotated[str | None, typer.Option(help="local | process | ray (default: local for 1 worker, "
+                                                "else process; ray with --ray-address)")] = None,
+    workers: Annotated[int, typer.Option(help="worker processes, or CPUs of a local Ray")] = 1,
+    ray_address: Annotated[str | None, typer.Option(help="join this Ray cluster (e.g. HEAD_IP:6379)")] = None,
+    retry_failed: Annotated[bool, typer.Option(help="rerun points whose runs failed")] = False,
+    batch: Annotated[bool, typer.Option(help="train points that differ only in batchable fields as ensembles")] = True,
+    batch_size: Annotated[int, typer.Option(help="most runs in one ensemble")] = 256,
+    device: Annotated[str, typer.Option(help="cpu | cuda[:N] | auto, for every run")] = "cpu",
+    max_retries: Annotated[int | None, typer.Option(help="re-executions of a task whose worker died "
+                                                    "(default: 3 on Ray, 1 pool restart)")] = None,
+    dry_run: Annotated[bool, typer.Option(help="validate and count the points, run nothing")] = False,
+) -> None:
+    """Run an experiment over a grid; every point is stored once, rerunning resumes."""
+    from .sweep import expand, load_spec, run_sweep
+    from .sweep.backends import ray_available
+
+    # Everything is validated before anything runs or is written.
+    try:
+        points = expand(load_spec(spec))
+        if backend is not None and backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if workers < 1:
+            raise ConfigError(f"--workers must be ≥ 1, got {workers}")
+        if batch_size < 1:
+            raise ConfigError(f"--batch-size must be ≥ 1, got {batch_size}")
+        if ray_address is not None and backend not in (None, "ray"):
+            raise ConfigError("--ray-address needs --backend ray")
+        if (backend == "ray" or ray_address is not None) and not ray_available():
+            raise ConfigError("the ray backend needs Ray: pip install -c constraints.txt 'implicitlab[ray]'")
+        resolve_device(device)
+    except ConfigError as exc:
+        _fail(str(exc))
+    name = points[0].experiment.name
+    if dry_run:
+        console.print(f"{len(points)} points of {name}; nothing run", highlight=False)
+        return
+    with _bar() as bar:
+        task = bar.add_task(f"{name} ({len(points)} points)", total=len(points))
+        report = run_sweep(
+            points, out=out, backend=backend, workers=workers, ray_address=ray_address,
+            retry_failed=retry_failed, batch=batch, batch_size=batch_size, device=device,
+            max_retries=max_retries, progress=lambda done, total: bar.update(task, completed=done),
+        )
+    console.print(
+        f"{report.total} points: {report.skipped} already stored, {report.ok} ran ok, {report.failed} failed "
+        f"({report.tasks} tasks, {report.wall_time_s:.1f} s) — store: {report.store.path}", highlight=False,
+    )
+    if report.failed:
+        first = next(iter(report.errors.values()))
+        console.print(f"[yellow]{report.failed} points failed[/] (first error: {first}); "
+                      "rerun with --retry-failed", highlight=False)
+        raise typer.Exit(code=1)
+
+
+def _key_fields(records: list[dict]) -> dict[str, list[str]]:
+    """Per experiment, the config fields whose values differ between its runs."""
+    from .sweep.export import ordered_config
+
+    by_exp: dict[str, list[dict]] = {}
+    for r in records:
+        by_exp.setdefault(r["experiment"], []).append(ordered_config(r["experiment"], r["config"]))
+    out = {}
+    for exp, configs in by_exp.items():
+        names = list(dict.fromkeys(k for c in configs for k in c))
+        out[exp] = [k for k in names if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
+    return out
+
+
+def _short(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "[" + ",".join(_short(v) for v in value) + "]"
+    return str(value)
+
+
+@app.command("runs")
+def runs(
+    out: Annotated[Path, typer.Option(help="results folder (store: OUT/implicitlab.sqlite)")] = Path("results"),
+    experiment: Annotated[str | None, typer.Option(help="only this experiment")] = None,
+    status: Annotated[str | None, typer.Option(help="only ok | failed")] = None,
+    limit: Annotated[int | None, typer.Option(help="only the last N")] = None,
+) -> None:
+    """List stored runs: id, experiment, status, wall time, the config fields that vary."""
+    from .sweep import Store
+
+    path = out / "implicitlab.sqlite"
+    if not path.is_file():
+        _fail(f"no store at {path} (run `implicitlab run` or `implicitlab sweep` first)")
+    if status not in (None, "ok", "failed"):
+        _fail(f"--status must be ok or failed, got {status!r}")
+    records = Store(path).records(status=status, experiment=experiment)
+    keys = _key_fields(records)
+    if limit is not None:
+        records = records[-limit:] if limit > 0 else []
+    table = Table(header_style="bold", box=None)
+    for col, justify in (("id", "right"), ("experiment", "left"), ("preset", "left"), ("status", "left"),
+                         ("wall s", "right"), ("created (UTC)", "left"), ("config", "left")):
+        table.add_column(col, justify=justify)
+    for r in records:
+        colour = "green" if r["status"] == "ok" else "red"
+        fields = " ".join(f"{k}={_short(r['config'].get(k))}" for k in keys[r["experiment"]])
+        if r["status"] != "ok" and r["error"]:
+            fields = (fields + "  " if fields else "") + f"[red]{r['error'][:80]}[/]"
+        wall = f"{r['wall_time_s']:.2f}" if r["wall_time_s"] is not None else "—"
+        table.add_row(str(r["id"]), r["experiment"], r["preset"] or "—", f"[{colour}]{r['status']}[/]", wall,
+                      r["created_at"], fields or "—")
+    console.print(table)
+    n_ok = sum(r["status"] == "ok" for r in records)
+    console.print(f"{len(records)} runs ({n_ok} ok, {len(records) - n_ok} failed)", highlight=False)
+
+
+@app.command("export")
+def export(
+    file: Annotated[Path, typer.Argument(help="the file to write (.csv or .parquet)")],
+    out: Annotated[Path, typer.Option(help="results folder (store: OUT/implicitlab.sqlite)")] = Path("results"),
+    metrics: Annotated[str | None, typer.Option(help="comma-separated table columns (default: all)")] = None,
+    format_: Annotated[str | None, typer.Option("--format", help="csv | parquet (default: from FILE)")] = None,
+    experiment: Annotated[str | None, typer.Option(help="only this experiment's runs")] = None,
+    spec: Annotated[Path | None, typer.Option(help="only the runs of this sweep spec")] = None,
+) -> None:
+    """Write a tidy table of the ok runs: run id, config fields, the chosen metric columns."""
+    from .sweep import Store, expand, load_spec, tidy_table, write_table
+
+    path = out / "implicitlab.sqlite"
+    try:
+        fmt = format_ or ("parquet" if file.suffix == ".parquet" else "csv")
+        if fmt not in ("csv", "parquet"):
+            raise ConfigError(f"--format must be csv or parquet, got {fmt!r}")
+        if not path.is_file():
+            raise ConfigError(f"no store at {path}")
+        keys = {p.key for p in expand(load_spec(spec))} if spec is not None else None
+        cols = [c.strip() for c in metrics.split(",") if c.strip()] if metrics else None
+        tidy = tidy_table(Store(path), metrics=cols, experiment=experiment, keys=keys)
+        if tidy.empty:
+            raise ConfigError("no ok runs match; nothing written")
+        written = write_table(tidy, file, fmt)
+    except ConfigError as exc:
+        _fail(str(exc))
+    console.print(f"{len(tidy)} rows × {len(tidy.columns)} columns from {tidy['run_id'].nunique()} runs "
+                  f"→ {written}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - entry point

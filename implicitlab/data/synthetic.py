@@ -34,3 +34,80 @@ def gaussian_regression(n: int, d: int, *, noise: float = 0.0, seed: int = 0) ->
     X = rng.standard_normal((n, d))
     w = rng.standard_normal(d)
     return X, X @ w + noise * rng.standard_normal(n)
+
+
+def marion_chizat_regression(n: int, d: int, *, noise: float = 1.0, seed: int = 0) -> dict[str, np.ndarray]:
+    """The regression data of Marion & Chizat 2024 (their experiments' setting).
+
+    X ∈ R^{n×d} with i.i.d. N(0, 1) entries, w_true ~ N(0, I_d), y = X w_true + noise·ε;
+    w* = pinv(XᵀX) Xᵀy (the minimum-norm least-squares solution); y and w* are divided by ‖w*‖
+    so that ‖w*‖ = 1. A test set of the same size is drawn the same way (same w_true, scaled by
+    the same ‖w*‖).
+
+    Returns a dict with ``X, y, X_test, y_test, w_star, w_true`` (float64).
+    """
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    w_true = rng.standard_normal(d)
+    y = X @ w_true + noise * rng.standard_normal(n)
+    X_test = rng.standard_normal((n, d))
+    y_test = X_test @ w_true + noise * rng.standard_normal(n)
+    w_star = np.linalg.pinv(X.T @ X) @ X.T @ y
+    scale = np.linalg.norm(w_star)
+    return {"X": X, "y": y / scale, "X_test": X_test, "y_test": y_test / scale, "w_star": w_star / scale,
+            "w_true": w_true / scale}
+
+
+# --------------------------------------------------------------------------- 1-D regression (Poggio et al. 2018, Figs 4 and 6)
+
+POLYNOMIAL_BASES = ("monomial", "chebyshev", "legendre")
+
+
+def chebyshev_nodes(n: int, kind: str = "first") -> np.ndarray:
+    """n Chebyshev nodes on [−1, 1], ascending, float64.
+
+    ``kind="first"``: the roots of T_n, x_k = cos((2k − 1)π / (2n)), k = 1…n (no endpoints; the
+    usual meaning of "Chebyshev nodes"). ``kind="second"``: the extrema of T_{n−1} (Chebyshev–
+    Lobatto points), x_k = cos(kπ / (n − 1)), k = 0…n−1, which include ±1 (needs n ≥ 2).
+    Both cluster towards the ends of the interval, where polynomial fits are least stable.
+    """
+    if n < 1:
+        raise ValueError(f"need n ≥ 1 nodes, got {n}")
+    if kind == "first":
+        k = np.arange(1, n + 1)
+        x = np.cos((2 * k - 1) * np.pi / (2 * n))
+    elif kind == "second":
+        if n < 2:
+            raise ValueError("Chebyshev–Lobatto nodes need n ≥ 2")
+        x = np.cos(np.arange(n) * np.pi / (n - 1))
+    else:
+        raise ValueError(f"unknown Chebyshev node kind {kind!r}; use 'first' or 'second'")
+    x = np.sort(x)
+    x[np.abs(x) < 1e-15] = 0.0  # the middle node of an odd n is 0 up to rounding of cos(π/2)
+    return x
+
+
+def sine_target(x: np.ndarray, frequency: float = 4.0) -> np.ndarray:
+    """f(x) = sin(2π · frequency · x), the target of Poggio et al. 2018, Figs 4 and 6."""
+    return np.sin(2 * np.pi * frequency * np.asarray(x, dtype=np.float64))
+
+
+def polynomial_features(x: np.ndarray, num_features: int, basis: str = "monomial") -> np.ndarray:
+    """Features φ_0(x) … φ_{p−1}(x) of a polynomial of degree p − 1, shape ``(len(x), p)``, float64.
+
+    Bases:
+        ``"monomial"``: x^j (a Vandermonde matrix; catastrophically ill-conditioned for large p).
+        ``"chebyshev"``: T_j(x), by the three-term recurrence (|T_j| ≤ 1 on [−1, 1]).
+        ``"legendre"``: √(2j + 1) P_j(x), orthonormal for the uniform probability measure dx/2 on
+            [−1, 1] (by the three-term recurrence).
+    """
+    if num_features < 1:
+        raise ValueError(f"need at least one feature, got {num_features}")
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    if basis == "monomial":
+        return np.vander(x, num_features, increasing=True)
+    if basis == "chebyshev":
+        return np.polynomial.chebyshev.chebvander(x, num_features - 1)
+    if basis == "legendre":
+        return np.polynomial.legendre.legvander(x, num_features - 1) * np.sqrt(2 * np.arange(num_features) + 1.0)
+    raise ValueError(f"unknown polynomial basis {basis!r}; choose one of {list(POLYNOMIAL_BASES)}")

@@ -90,7 +90,9 @@ class EnsembleHessian:
         return loss_fn(self.loss_name, self.model(self.X), self.y, self.reduction)
 
     def flat_gradient(self) -> Tensor:
-        grads = torch.autograd.grad(self.losses().sum(), self.params)
+        """Per-run gradients ``(R, D)``."""
+        with torch.enable_grad():
+            grads = torch.autograd.grad(self.losses().sum(), self.params)
         return torch.cat([g.reshape(self.R, -1) for g in grads], dim=1)
 
     def __matmul__(self, V: Tensor) -> Tensor:
@@ -290,3 +292,34 @@ class SharpnessProbe:
             "sharpness_converged": res.converged[:, 0].to(torch.float64),
             "sharpness_matvecs": res.run_matvecs.to(torch.float64),
         }
+
+
+class MidpointSharpnessProbe(SharpnessProbe):
+    """Sharpness at the midpoint θ − (η/2)∇L(θ) of each GD step, beside the sharpness at θ.
+
+    At the edge of stability GD settles into a period-two orbit θ_a ↔ θ_b across the top
+    eigendirection; the sharpness at the two iterates swings far above and below 2/η, while at the
+    orbit's centre (θ_a + θ_b)/2 — which θ − (η/2)∇L(θ) is, exactly, for a two-cycle — it is what
+    self-stabilisation pins near 2/η (Damian, Nichani & Lee, ICLR 2023; Cohen et al., ICLR 2021).
+    Adds ``sharpness_mid`` (and its residual) to the columns of :class:`SharpnessProbe`.
+    """
+
+    def __init__(self, tol: float = 1e-6, max_matvecs: int = 100, criterion: str = "gap"):
+        super().__init__(tol, max_matvecs, criterion)
+        self.previous_mid: Tensor | None = None
+
+    def __call__(self, ctx) -> dict[str, Tensor]:
+        row = super().__call__(ctx)
+        if ctx.lr is None:
+            raise ValueError("MidpointSharpnessProbe needs the runs' step sizes in the probe context")
+        H = EnsembleHessian(ctx.model, ctx.loss, ctx.X, ctx.y, ctx.reduction)
+        grads = torch.split(H.flat_gradient(), H.sizes, dim=1)
+        half = (ctx.lr / 2).to(H.dtype)
+        weights = [(W.detach() - half.view(-1, 1, 1) * g.reshape(W.shape)) for W, g in zip(H.params, grads)]
+        mid = Ensemble(ctx.model.arch, weights, ctx.model.head)
+        res = ensemble_lanczos(EnsembleHessian(mid, ctx.loss, ctx.X, ctx.y, ctx.reduction), 1, tol=self.tol,
+                               v0=self.previous_mid, max_matvecs=self.max_matvecs, criterion=self.criterion)
+        self.previous_mid = res.vectors[:, 0]
+        row["sharpness_mid"] = res.values[:, 0]
+        row["sharpness_mid_residual"] = res.residuals[:, 0]
+        return row

@@ -172,7 +172,7 @@ def train(
 
     for step in range(num_steps + 1):
         if step in probe_set:
-            ctx = ProbeContext(model=model, X=X, y=y, loss=loss_name, reduction=reduction, step=step)
+            ctx = ProbeContext(model=model, X=X, y=y, loss=loss_name, reduction=reduction, step=step, lr=lrs)
             with torch.no_grad():
                 row: dict[str, torch.Tensor] = {}
                 for probe in probes:

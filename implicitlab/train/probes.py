@@ -27,6 +27,7 @@ class ProbeContext:
     loss: str
     reduction: str
     step: int
+    lr: torch.Tensor | None = None  # (R,) step sizes of the runs
 
 
 Probe = Callable[[ProbeContext], dict[str, torch.Tensor]]

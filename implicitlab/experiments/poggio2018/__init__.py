@@ -1,3 +1,6 @@
 """Poggio et al. 2018, Theory IIIb: generalization in deep networks."""
 
 from . import fig7  # noqa: F401  (registers poggio2018-fig7)
+from . import fig4  # noqa: F401  (registers poggio2018-fig4)
+from . import fig6  # noqa: F401  (registers poggio2018-fig6)
+from . import fig3  # noqa: F401  (registers poggio2018-fig3)
