@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .weights import layer_weights
+from .weights import layer_weights, nan_where_not, split_finite
 
 
 @torch.no_grad()
@@ -25,10 +25,12 @@ def balancedness(model: nn.Module | list[torch.Tensor]) -> list[torch.Tensor]:
 @torch.no_grad()
 def stable_rank(model: nn.Module | list[torch.Tensor]) -> torch.Tensor:
     """‖W_k‖_F² / ‖W_k‖_2² per layer ``(…, L)``: 1 for a rank-one matrix, the rank for a flat spectrum."""
-    ws = layer_weights(model)
-    return torch.stack(
-        [torch.linalg.matrix_norm(W, "fro") ** 2 / torch.linalg.matrix_norm(W, 2) ** 2 for W in ws], -1
-    )
+    out = []
+    for W in layer_weights(model):
+        Wf, ok = split_finite(W)
+        ratio = torch.linalg.matrix_norm(Wf, "fro") ** 2 / torch.linalg.matrix_norm(Wf, 2) ** 2
+        out.append(nan_where_not(ok, ratio))
+    return torch.stack(out, -1)
 
 
 @torch.no_grad()
@@ -49,10 +51,11 @@ def alignment(model: nn.Module | list[torch.Tensor]) -> torch.Tensor:
     ws = layer_weights(model)
     if len(ws) < 2:
         return torch.empty(*ws[0].shape[:-2], 0, dtype=ws[0].dtype, device=ws[0].device)
-    tops = [torch.linalg.svd(W, full_matrices=False) for W in ws]
+    parts = [split_finite(W) for W in ws]
+    tops = [torch.linalg.svd(Wf, full_matrices=False) for Wf, _ in parts]
     out = []
     for k in range(len(ws) - 1):
         u_k = tops[k].U[..., :, 0]  # (…, out_k)
         v_next = tops[k + 1].Vh[..., 0, :]  # (…, in_{k+1})
-        out.append((u_k * v_next).sum(-1).abs())
+        out.append(nan_where_not(parts[k][1] & parts[k + 1][1], (u_k * v_next).sum(-1).abs()))
     return torch.stack(out, -1)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .weights import layer_weights
+from .weights import layer_weights, nan_where_not, split_finite
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,8 @@ def layer_norms(model: nn.Module | list[torch.Tensor]) -> LayerNorms:
     """Frobenius and spectral norms of every layer, their products and ‖θ‖."""
     ws = layer_weights(model)
     fro = torch.stack([torch.linalg.matrix_norm(W, ord="fro") for W in ws], dim=-1)
-    spec = torch.stack([torch.linalg.matrix_norm(W, ord=2) for W in ws], dim=-1)
+    spec = torch.stack([nan_where_not(ok, torch.linalg.matrix_norm(Wf, ord=2))
+                        for Wf, ok in map(split_finite, ws)], dim=-1)
     return LayerNorms(
         frobenius=fro,
         spectral=spec,

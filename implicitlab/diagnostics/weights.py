@@ -27,3 +27,20 @@ def layer_weights(model: nn.Module | Sequence[torch.Tensor]) -> list[torch.Tenso
     if not ws:
         raise ValueError("the model has no weight matrices (parameters with ≥ 2 dimensions)")
     return ws
+
+
+def split_finite(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W with non-finite matrices zeroed, mask ``(…)`` of the finite ones).
+
+    SVD-based diagnostics fail on a NaN matrix; a diverged run of an ensemble must give NaN for
+    that run only, not an error for all.
+    """
+    ok = torch.isfinite(W).flatten(-2).all(-1)
+    return torch.where(ok[..., None, None], W, torch.zeros_like(W)), ok
+
+
+def nan_where_not(ok: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``values`` with NaN where ``ok`` is False (``ok`` broadcasts over trailing dims)."""
+    while ok.ndim < values.ndim:
+        ok = ok.unsqueeze(-1)
+    return torch.where(ok, values, torch.full_like(values, float("nan")))

@@ -107,3 +107,13 @@ def test_balancedness_nearly_conserved_by_small_step_gd():
     # the drift over a fixed time is O(η): halving η halves it (ratio in [1.6, 2.4])
     assert 1.6 < drifts[0] / drifts[1] < 2.4
     assert drifts[1] < 1e-2
+
+
+def test_diverged_run_gives_nan_not_an_error():
+    ens = Ensemble.create(Architecture("deep_linear", d_in=3, depth=3), [0.5, 0.5], [0, 1])
+    with torch.no_grad():
+        ens.weights[1][0, 0, 0] = float("nan")
+    for values in (layer_norms(ens).spectral, stable_rank(ens), alignment(ens)):
+        assert torch.isfinite(values[1]).all()
+        assert torch.isnan(values[0]).any()
+    torch.testing.assert_close(alignment(ens)[1], alignment(ens.member(1)))

@@ -1,3 +1,3 @@
 """Marion & Chizat 2024: deep linear networks for regression are implicitly regularized towards flat minima."""
 
-from . import fig1  # noqa: F401  (registers mc2024-fig1 and mc2024-fig3)
+from . import extra, fig1, resnet  # noqa: F401  (register every mc2024-* experiment)

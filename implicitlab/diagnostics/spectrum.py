@@ -1,0 +1,286 @@
+"""Hessian spectra: the explicit matrix for small models, and stochastic estimates for large ones.
+
+Small models (D up to a few thousand): :func:`explicit_hessian` forms the D × D Hessian with
+``torch.func.hessian`` over the flattened parameters in float64, :func:`hessian_spectrum` gives all
+its eigenvalues, and :func:`spectrum_counts` counts zero, negative, positive and distinct nonzero
+eigenvalues relative to the top one (Poggio et al. 2018, Thm 4 / Sec. 12.3: at a zero-loss minimum
+of an overparametrized model most eigenvalues are zero).
+
+Large models, as plain functions of an operator ``A`` (``A.shape == (D, D)``, ``A @ v`` for
+``v`` ``(D,)``), each with an error bar (the standard error over the random probes):
+
+- :func:`slq_spectral_density` — stochastic Lanczos quadrature (Lin, Saad & Yang, SIAM Review
+  2016; Ghorbani, Krishnan & Xiao, ICML 2019): for Rademacher probes v, m Lanczos steps from
+  v/√D give Gauss nodes θ_i and weights τ_i² with vᵀf(A)v/D ≈ Σ_i τ_i² f(θ_i), exact for
+  polynomials f of degree ≤ 2m − 1; averaging over probes estimates the spectral density
+  φ(t) = (1/D) Σ_j δ(t − λ_j) and its moments.
+- :func:`hutchinson_trace` — tr(A) ≈ (1/m) Σ_i v_iᵀ A v_i (Hutchinson 1990), Rademacher probes.
+- :func:`hutchpp_trace` — Hutch++ (Meyer, Musco, Musco & Woodruff, SOSA 2021): the trace of A on
+  the range of A S exactly (S: m/3 probes), Hutchinson on the rest; error O(1/m) instead of
+  O(1/√m) for matrices with a decaying spectrum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from .eigen import Lanczos, operator_dim
+from .hessian import (
+    DEFAULT_CHUNK_SIZE,
+    _SUSPECT_MODULES,
+    LossSpec,
+    NondeterministicHessianError,
+    check_data,
+    check_reduction,
+    iterate_chunks,
+    resolve_loss,
+    trainable_parameters,
+)
+
+
+# ------------------------------------------------------------------------ explicit Hessian ---
+def explicit_hessian(
+    model: nn.Module,
+    loss: LossSpec,
+    X,
+    y=None,
+    *,
+    chunk_size: int | None = None,
+    reduction: str = "mean",
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
+    """The D × D Hessian of the data-set loss (conventions of :class:`HessianOperator`).
+
+    Parameters, floating buffers and floating data are cast to ``dtype`` (float64 by default);
+    the model itself is not modified. Rows/columns follow ``named_parameters()`` order over the
+    parameters with ``requires_grad``. Memory: D² numbers plus ``torch.func.hessian``'s
+    workspace for one chunk — for small models only. Raises ``NondeterministicHessianError`` for
+    a model with dropout or batch norm in train mode.
+    """
+    training = [n or type(m).__name__ for n, m in model.named_modules() if isinstance(m, _SUSPECT_MODULES) and m.training]
+    if training:
+        raise NondeterministicHessianError(
+            f"dropout/batch-norm modules in train mode {training}: the Hessian is not one fixed matrix "
+            "(random masks, batch statistics). Call model.eval() first."
+        )
+    check_reduction(reduction)
+    loss_fn = resolve_loss(loss)
+    names, params = trainable_parameters(model)
+    device = params[0].device
+    shapes = [p.shape for p in params]
+    numels = [p.numel() for p in params]
+    flat = torch.cat([p.detach().reshape(-1) for p in params]).to(dtype)
+    constants = {
+        n: (t.detach().to(dtype) if t.is_floating_point() else t)
+        for n, t in list(model.named_parameters()) + list(model.named_buffers())
+        if n not in names
+    }
+
+    data, _ = check_data(X, y)
+    size = DEFAULT_CHUNK_SIZE if chunk_size is None else int(chunk_size)
+    total = torch.zeros(flat.numel(), flat.numel(), dtype=dtype, device=device)
+    count = 0
+    for Xc, yc in iterate_chunks(data, size, device, dtype):
+
+        def chunk_loss(theta: Tensor) -> Tensor:
+            parts = torch.split(theta, numels)
+            variables = {n: p.view(s) for n, p, s in zip(names, parts, shapes)}
+            return loss_fn(functional_call(model, {**constants, **variables}, (Xc,)), yc)
+
+        n_c = int(Xc.shape[0])
+        total += n_c * torch.func.hessian(chunk_loss)(flat)
+        count += n_c
+    if count == 0:
+        raise ValueError("the data set is empty (the loader yielded no examples)")
+    return total if reduction == "sum" else total / count
+
+
+def hessian_spectrum(H: Tensor) -> Tensor:
+    """All eigenvalues ``(D,)`` of a symmetric matrix, ascending, in float64 (symmetrised first)."""
+    H = torch.as_tensor(H).to(torch.float64)
+    if H.ndim != 2 or H.shape[0] != H.shape[1]:
+        raise ValueError(f"expected a square matrix, got {tuple(H.shape)}")
+    return torch.linalg.eigvalsh(0.5 * (H + H.T))
+
+
+@dataclass(frozen=True)
+class SpectrumCounts:
+    """Counts of eigenvalues relative to the largest magnitude ``scale`` = max |λ|.
+
+    zero: |λ| ≤ rtol·scale; negative / positive: the others by sign; distinct_nonzero: clusters
+    of nonzero eigenvalues, consecutive sorted values joined when they differ by ≤ rtol·scale.
+    """
+
+    zero: int
+    negative: int
+    positive: int
+    distinct_nonzero: int
+    scale: float
+    rtol: float
+
+
+def spectrum_counts(eigvals: Tensor, rtol: float = 1e-8) -> SpectrumCounts:
+    """Counts of zero, negative, positive and distinct nonzero eigenvalues (see SpectrumCounts).
+
+    ``rtol`` is relative to max |λ|; in float64 an explicit Hessian's zero eigenvalues come out
+    near 1e-15·max|λ|, so the default 1e-8 separates them from genuine small curvature above
+    that level. Clustering is single-linkage: a run of values each within rtol·scale of the next
+    counts once.
+    """
+    lam = torch.as_tensor(eigvals).to(torch.float64).reshape(-1)
+    if lam.numel() == 0:
+        raise ValueError("no eigenvalues given")
+    if not torch.isfinite(lam).all():
+        raise ValueError("eigenvalues must be finite")
+    if not rtol >= 0:
+        raise ValueError(f"rtol must be ≥ 0, got {rtol}")
+    scale = float(lam.abs().max())
+    threshold = rtol * scale
+    zero = lam.abs() <= threshold
+    nonzero = torch.sort(lam[~zero]).values
+    distinct = int(nonzero.numel() > 0) + int((torch.diff(nonzero) > threshold).sum())
+    return SpectrumCounts(
+        zero=int(zero.sum()),
+        negative=int((lam[~zero] < 0).sum()),
+        positive=int((lam[~zero] > 0).sum()),
+        distinct_nonzero=distinct,
+        scale=scale,
+        rtol=rtol,
+    )
+
+
+# ------------------------------------------------------------------ stochastic estimators ---
+def _operator_setup(A, seed: int) -> tuple[int, torch.dtype, torch.device, torch.Generator]:
+    dim = operator_dim(A)
+    dtype = getattr(A, "dtype", torch.float64)
+    device = torch.device(getattr(A, "device", "cpu"))
+    return dim, dtype, device, torch.Generator(device=device).manual_seed(seed)
+
+
+def _rademacher(shape, gen, dtype, device) -> Tensor:
+    return torch.randint(0, 2, shape, generator=gen, device=device).to(dtype) * 2 - 1
+
+
+def _apply(A, v: Tensor) -> Tensor:
+    return (A @ v).to(dtype=v.dtype, device=v.device)
+
+
+def _mean_stderr(samples: np.ndarray) -> tuple[float, float]:
+    samples = np.asarray(samples, dtype=np.float64)
+    if samples.size < 2:
+        return float(samples.mean()), float("nan")
+    return float(samples.mean()), float(samples.std(ddof=1) / np.sqrt(samples.size))
+
+
+@dataclass(frozen=True)
+class TraceEstimate:
+    """A trace estimate with its standard error (over probes; NaN if fewer than two)."""
+
+    value: float
+    stderr: float
+    num_matvecs: int
+    method: str
+
+
+def hutchinson_trace(A, num_matvecs: int, *, seed: int = 0) -> TraceEstimate:
+    """tr(A) ≈ mean_i v_iᵀ A v_i over ``num_matvecs`` Rademacher probes v_i ``(D,)``."""
+    if num_matvecs < 1:
+        raise ValueError(f"num_matvecs must be ≥ 1, got {num_matvecs}")
+    dim, dtype, device, gen = _operator_setup(A, seed)
+    samples = []
+    for _ in range(num_matvecs):
+        v = _rademacher((dim,), gen, dtype, device)
+        samples.append(float(v @ _apply(A, v)))
+    value, stderr = _mean_stderr(np.array(samples))
+    return TraceEstimate(value, stderr, num_matvecs, "hutchinson")
+
+
+def hutchpp_trace(A, num_matvecs: int, *, seed: int = 0) -> TraceEstimate:
+    """Hutch++: tr(A) = tr(QᵀAQ) + Hutchinson on (I − QQᵀ)A(I − QQᵀ), Q = orth(A S).
+
+    Budget split (Meyer et al. 2021, Alg. 1): s = ⌊m/3⌋ sketch probes S, s products A Q, the
+    remaining m − 2s Rademacher probes for the deflated part. The standard error is that of the
+    deflated Hutchinson part (the QᵀAQ part is exact). Needs m ≥ 3.
+    """
+    if num_matvecs < 3:
+        raise ValueError(f"Hutch++ needs num_matvecs ≥ 3, got {num_matvecs}")
+    dim, dtype, device, gen = _operator_setup(A, seed)
+    s = num_matvecs // 3
+    S = _rademacher((dim, s), gen, dtype, device)
+    AS = torch.stack([_apply(A, S[:, j]) for j in range(s)], dim=1)  # (D, s)
+    Q, _ = torch.linalg.qr(AS)  # (D, s)
+    AQ = torch.stack([_apply(A, Q[:, j]) for j in range(s)], dim=1)
+    exact_part = float(torch.einsum("ij,ij->", Q, AQ))
+    samples = []
+    for _ in range(num_matvecs - 2 * s):
+        g = _rademacher((dim,), gen, dtype, device)
+        g = g - Q @ (Q.T @ g)
+        Ag = _apply(A, g)
+        samples.append(float(g @ (Ag - Q @ (Q.T @ Ag))))
+    value, stderr = _mean_stderr(np.array(samples))
+    return TraceEstimate(exact_part + value, stderr, num_matvecs, "hutch++")
+
+
+@dataclass(frozen=True)
+class SpectralDensity:
+    """SLQ quadrature: per probe p, nodes θ_{p,i} and weights w_{p,i} (Σ_i w_{p,i} = 1).
+
+    Shapes: ``nodes``, ``weights`` ``(P, m)`` float64 (m = Lanczos steps; rows of a probe whose
+    Krylov space was exhausted early are padded with weight 0). ``dim`` = D.
+    """
+
+    nodes: Tensor
+    weights: Tensor
+    dim: int
+    num_matvecs: int
+
+    def _per_probe(self, f) -> np.ndarray:
+        return (self.weights * f(self.nodes)).sum(1).numpy()
+
+    def moment(self, p: int) -> tuple[float, float]:
+        """(estimate, stderr) of the p-th moment ∫ t^p φ(t) dt = tr(A^p)/D."""
+        return _mean_stderr(self._per_probe(lambda t: t**p))
+
+    def trace(self, f=lambda t: t) -> tuple[float, float]:
+        """(estimate, stderr) of tr f(A) = D ∫ f φ; f acts elementwise on a float64 tensor."""
+        mean, err = _mean_stderr(self._per_probe(f))
+        return self.dim * mean, self.dim * err
+
+    def density(self, grid: Tensor, sigma: float) -> Tensor:
+        """φ smoothed by a Gaussian of width ``sigma`` on ``grid`` ``(G,)`` → ``(G,)`` (integrates to 1)."""
+        grid = torch.as_tensor(grid, dtype=torch.float64).reshape(-1, 1, 1)
+        kernel = torch.exp(-0.5 * ((grid - self.nodes) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+        return (kernel * self.weights).sum(-1).mean(-1)
+
+
+def slq_spectral_density(A, num_probes: int = 10, num_steps: int = 30, *, seed: int = 0) -> SpectralDensity:
+    """Stochastic Lanczos quadrature with ``num_probes`` Rademacher probes of ``num_steps`` each.
+
+    Lanczos uses full reorthogonalization (the Gauss nodes of a short run are then reliable);
+    a run stops early when its Krylov space is exhausted (the quadrature is then exact).
+    Costs num_probes × min(num_steps, D) products.
+    """
+    if num_probes < 1 or num_steps < 1:
+        raise ValueError("num_probes and num_steps must be ≥ 1")
+    dim, dtype, device, gen = _operator_setup(A, seed)
+    m = min(num_steps, dim)
+    nodes = torch.zeros(num_probes, m, dtype=torch.float64)
+    weights = torch.zeros(num_probes, m, dtype=torch.float64)
+    total = 0
+    for p in range(num_probes):
+        lz = Lanczos(A, capacity=m, generator=gen)
+        lz.start(_rademacher((dim,), gen, dtype, device))
+        while lz.size < m:
+            lz.step()
+            if lz.broken or lz.exhausted:
+                break
+        theta, S = lz.ritz()
+        nodes[p, : theta.size] = torch.as_tensor(theta)
+        weights[p, : theta.size] = torch.as_tensor(S[0, :] ** 2)
+        total += lz.num_matvecs
+    return SpectralDensity(nodes, weights, dim, total)
