@@ -277,7 +277,7 @@ def plot(table: pd.DataFrame):
     if len(trace):
         axes[0, 3].axhline(float(trace.s_min.iloc[0]), color="k", lw=1.0, label="S_min")
     axes[0, 2].set(xlabel="step", ylabel="‖w_e − w*‖²", title="(c) distance along training")
-    axes[0, 3].set(xlabel="step", ylabel="sharpness", title="(d) sharpness (thick: at the step's midpoint)")
+    axes[0, 3].set(xlabel="step", ylabel="sharpness", title="(d) sharpness (thick: step midpoint)")
     axes[0, 2].legend()
     axes[0, 3].legend()
     return fig
