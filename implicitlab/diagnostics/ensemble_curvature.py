@@ -179,6 +179,10 @@ def ensemble_lanczos(
     for j in range(m_max):
         w = H @ Q[:, j]  # (R, D)
         used += 1
+        blown = ~torch.isfinite(w).all(1)  # finite weights, but a product overflowed (a run about to diverge)
+        if bool(blown.any()):
+            finite &= ~blown
+            active &= ~blown
         w = torch.where(active.unsqueeze(1), w, torch.zeros_like(w))
         a = (w * Q[:, j]).sum(1)
         alpha[:, j] = a.to(torch.float64)

@@ -89,6 +89,19 @@ def test_diverged_run_gives_nan_and_others_are_unaffected():
     assert res.values[0, 0].item() == pytest.approx(ref.item(), rel=1e-10)
 
 
+def test_run_whose_products_overflow_gives_nan_not_an_error():
+    arch = Architecture("deep_linear", d_in=3, depth=4)
+    X, y = _data()
+    ens = Ensemble.create(arch, [0.5, 0.5], [1, 2])
+    with torch.no_grad():
+        for W in ens.weights:
+            W[1] *= 1e80  # finite weights whose Hessian products overflow float64
+    res = ensemble_sharpness(ens, "square", X, y, tol=1e-10)
+    assert math.isnan(res.values[1, 0].item())
+    ref = torch.linalg.eigvalsh(_explicit_hessian(ens.member(0), "square", X, y)).max()
+    assert res.values[0, 0].item() == pytest.approx(ref.item(), rel=1e-10)
+
+
 def test_warm_started_probe_needs_few_products_along_training():
     arch = Architecture("deep_linear", d_in=5, depth=10)
     g = torch.Generator().manual_seed(3)
