@@ -261,10 +261,33 @@ def ensemble_sharpness(
     v0: Tensor | None = None,
     max_matvecs: int = 100,
     criterion: str = "residual",
+    chunk_runs: int = 128,
 ) -> EnsembleEigenResult:
-    """Sharpness (top-k Hessian eigenvalues) of every run of ``model``; see :func:`ensemble_lanczos`."""
-    return ensemble_lanczos(EnsembleHessian(model, loss_name, X, y, reduction), k, which=which, tol=tol,
-                            v0=v0, max_matvecs=max_matvecs, criterion=criterion)
+    """Sharpness (top-k Hessian eigenvalues) of every run of ``model``; see :func:`ensemble_lanczos`.
+
+    Runs are processed ``chunk_runs`` at a time: the Lanczos basis of a chunk holds
+    chunk_runs × (max_matvecs + 1) × D numbers, and a chunk iterates until its slowest run converges.
+    """
+    if chunk_runs < 1:
+        raise ValueError(f"chunk_runs must be ≥ 1, got {chunk_runs}")
+    R = model.num_runs
+    parts = []
+    for start in range(0, R, chunk_runs):
+        sl = slice(start, min(start + chunk_runs, R))
+        sub = model if (start == 0 and sl.stop == R) else Ensemble(
+            model.arch, [w.detach()[sl] for w in model.weights], None if model.head is None else model.head[sl])
+        parts.append(ensemble_lanczos(EnsembleHessian(sub, loss_name, X, y, reduction), k, which=which, tol=tol,
+                                      v0=None if v0 is None else v0[sl], max_matvecs=max_matvecs,
+                                      criterion=criterion))
+    if len(parts) == 1:
+        return parts[0]
+    return EnsembleEigenResult(
+        values=torch.cat([p.values for p in parts]), vectors=torch.cat([p.vectors for p in parts]),
+        residuals=torch.cat([p.residuals for p in parts]),
+        lanczos_residuals=torch.cat([p.lanczos_residuals for p in parts]),
+        converged=torch.cat([p.converged for p in parts]), num_matvecs=sum(p.num_matvecs for p in parts),
+        run_matvecs=torch.cat([p.run_matvecs for p in parts]),
+    )
 
 
 class SharpnessProbe:

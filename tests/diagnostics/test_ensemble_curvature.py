@@ -77,6 +77,16 @@ def test_run_r_equals_single_run_ensemble():
     assert a.values[1, 0].item() == pytest.approx(b.values[0, 0].item(), rel=1e-10)
 
 
+def test_chunked_equals_unchunked():
+    arch = Architecture("deep_linear", d_in=3, depth=3)
+    X, y = _data()
+    ens = Ensemble.create(arch, [0.4, 0.6, 0.8, 1.0, 1.2], [1, 2, 3, 4, 5])
+    whole = ensemble_sharpness(ens, "square", X, y, tol=1e-11, chunk_runs=100)
+    parts = ensemble_sharpness(ens, "square", X, y, tol=1e-11, chunk_runs=2)
+    torch.testing.assert_close(parts.values, whole.values, rtol=1e-10, atol=0)
+    assert parts.vectors.shape == whole.vectors.shape
+
+
 def test_diverged_run_gives_nan_and_others_are_unaffected():
     arch = Architecture("deep_linear", d_in=3, depth=3)
     X, y = _data()
