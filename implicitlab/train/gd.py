@@ -58,9 +58,13 @@ class _SquareStats:
         self.b_t = scale * (X.T @ Y).T  # (d_out, d)
         self.c = scale * (Y**2).sum()
 
+    def times_sigma(self, P: torch.Tensor) -> torch.Tensor:
+        """P Σ as one GEMM over all runs (a broadcast matmul would copy Σ per run)."""
+        return (P.reshape(-1, P.shape[-1]) @ self.sigma).reshape(P.shape)
+
     def loss(self, P: torch.Tensor) -> torch.Tensor:
         """P ``(R, d_out, d)`` → per-run loss ``(R,)``."""
-        quad = (torch.matmul(P, self.sigma) * P).sum((-1, -2))
+        quad = (self.times_sigma(P) * P).sum((-1, -2))
         lin = (P * self.b_t).sum((-1, -2))
         return quad - 2.0 * lin + self.c
 

@@ -119,7 +119,7 @@ def linear_chain_gradients(
 
     if stats is not None:
         value = stats.loss(P)
-        G = 2.0 * (torch.matmul(P, stats.sigma) - stats.b_t)  # (R, d_out, d)
+        G = 2.0 * (stats.times_sigma(P) - stats.b_t)  # (R, d_out, d)
         if normalized:
             G = G / value.view(-1, 1, 1)
             value = torch.log(value)
@@ -137,7 +137,12 @@ def linear_chain_gradients(
     grads = []
     H = G  # (R, d_out, in_k)
     for k in range(L):
-        grads.append(H if suffix[k] is None else torch.matmul(suffix[k].transpose(-1, -2), H))
+        if suffix[k] is None:
+            grads.append(H)
+        elif H.shape[-2] == 1:  # one output: the outer product A_kᵀ H as a broadcast (faster than bmm)
+            grads.append(suffix[k].transpose(-1, -2) * H)
+        else:
+            grads.append(torch.matmul(suffix[k].transpose(-1, -2), H))
         if k < L - 1:
             H = torch.matmul(H, weights[k].transpose(-1, -2))
     return value, grads
