@@ -117,7 +117,8 @@ def _valley(name: str, loss_name: str, cfg: Fig3Config) -> tuple[np.ndarray, np.
             tang = np.tile(perp, (k, 1))
     else:  # the floor: the minimizer of the loss on each circle ‖w‖ = r
         a = np.geomspace(cfg.valley_r_min, cfg.valley_r_max, k)
-        u = np.array([1.0, 1.0]) / math.sqrt(2) if name == "product" else np.asarray(cfg.x_linear) / np.linalg.norm(cfg.x_linear)
+        u = np.array([1.0, 1.0]) if name == "product" else np.asarray(cfg.x_linear, dtype=np.float64)
+        u = u / np.linalg.norm(u)
         pts = a[:, None] * u
         tang = np.tile(u, (k, 1))  # along the floor = radial
     return a, pts, tang / np.linalg.norm(tang, axis=-1, keepdims=True)
@@ -210,7 +211,8 @@ def claims(table: pd.DataFrame) -> list[Claim]:
             statement="the exponential loss has no minimum at finite w: its valley is sloped downwards for ‖w‖ → ∞",
             source=f"{SOURCE}, Fig. 3 (right), Secs. 5.4 and 6",
             measured=float(ex.radial_derivative.max()), relation="<", bound=0.0,
-            basis=f"max over {len(ex)} points of the floor (r = {ex.radius.min():.3g} … {ex.radius.max():.3g}) of dL/dr "
+            basis=f"max over {len(ex)} points of the floor (r = {ex.radius.min():.3g} … {ex.radius.max():.3g}) of "
+                  f"dL/dr "
                   f"along w/‖w‖; < 0 everywhere means the loss keeps falling outwards (by Euler's identity dL/dr = "
                   f"−K f e^{{−f}}/r exactly)",
         ))
@@ -287,10 +289,11 @@ def plot(table: pd.DataFrame):
         ex = val[(val.model == name) & (val.loss_name == "exp")].sort_values("radius")
         sq = val[(val.model == name) & (val.loss_name == "square")]
         ax_h.semilogy(ex.radius, ex.loss, label="exp: L on the floor")
-        ax_h.semilogy(ex.radius, ex.grad_norm, label="exp: ‖∇L‖")
-        ax_h.semilogy(ex.radius, np.abs(ex.lam_min), label="exp: |λ_min|")
-        ax_h.semilogy(sq.radius, np.maximum(np.abs(sq.lam_min), 1e-300), ".", ms=2, label="square: |λ_min| on valley")
-        ax_h.set(xlabel="‖w‖", ylabel="value", title=f"{name}: along the valleys")
+        ax_h.semilogy(ex.radius, ex.grad_norm, label="exp: ‖∇L‖ (never 0)")
+        ax_h.semilogy(ex.radius, np.maximum(np.abs(ex.lam_min / ex.lam_max), 1e-20), label="exp: |λ_min|/λ_max")
+        ax_h.semilogy(sq.radius, np.maximum(np.abs(sq.lam_min / sq.lam_max), 1e-20), ".", ms=2,
+                      label="square (valley): |λ_min|/λ_max")
+        ax_h.set(xlabel="‖w‖", ylabel="value (ratios clipped at 1e-20)", title=f"{name}: along the valleys")
         ax_h.legend()
     return fig
 

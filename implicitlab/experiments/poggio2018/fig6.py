@@ -6,7 +6,7 @@ minimum-norm (least-squares) solution w = Φ⁺y; train and test square loss vs 
 how eventually the minimum norm solution overfits."
 
 Being honest about float64. The 76 × p monomial matrix at Chebyshev nodes has a condition number
-far beyond 1/eps once p ≳ 40 (a certified lower bound, below, passes 1e30), so no float64 method
+beyond 1/eps once p ≳ 40 (a certified lower bound, below, reaches 5e27 at p = 76), so no float64 method
 returns its minimum-norm solution: an SVD-based pseudo-inverse (what ``numpy.linalg.pinv`` or
 :func:`implicitlab.references.min_norm_solution` compute) drops every singular value under
 max(n, p)·eps·σ_max and returns the minimum-norm solution of a rank-~50 truncation, which does
@@ -306,7 +306,8 @@ def claims(table: pd.DataFrame) -> list[Claim]:
                       "interpolation threshold",
             source=f"{SOURCE}, Fig. 6 and Appendix 9",
             measured=float(last.test_mse / best.test_mse), relation=">", bound=1.0,
-            basis=f"{_LABEL[method]}: test MSE at p = {int(last.p)} ({last.test_mse:.3g}) ÷ its minimum over p ≥ n = {n} "
+            basis=f"{_LABEL[method]}: test MSE at p = {int(last.p)} ({last.test_mse:.3g}) ÷ its minimum over "
+                  f"p ≥ n = {n} "
                   f"({best.test_mse:.3g} at p = {int(best.p)}); the targets' mean square is {ms:.3g}",
         ))
         out.append(Claim(
@@ -328,8 +329,9 @@ def claims(table: pd.DataFrame) -> list[Claim]:
             statement="sampling at Chebyshev nodes avoids exaggerated numerical errors",
             source=f"{SOURCE}, Fig. 6 caption",
             measured=float(diff.max()), relation="<=", bound=0.01,
-            basis=f"max over the {len(common)} exact sizes of |test MSE(float64 pinv) − test MSE(exact)| ÷ the targets' "
-                  f"mean square; ≤ 1% (ours). Worst at p = {worst}: {f64.test_mse[worst]:.3g} vs {exact.test_mse[worst]:.3g} "
+            basis=f"max over the {len(common)} exact sizes of |test MSE(float64 pinv) − test MSE(exact)| ÷ the "
+                  f"targets' mean square; ≤ 1% (ours). Worst at p = {worst}: {f64.test_mse[worst]:.3g} vs "
+                  f"{exact.test_mse[worst]:.3g} "
                   f"(float64 numerical rank {int(f64['rank'][worst])} of {int(f64.full_rank[worst])}; cond(Φ) ≥ "
                   f"{exact.condition[worst]:.2g})",
         ))
@@ -338,7 +340,8 @@ def claims(table: pd.DataFrame) -> list[Claim]:
             statement="the exact curve does not depend on the working precision",
             source="implicitlab (mpmath reference in fig6.py)",
             measured=float(exact.certified_rel_diff.max()), relation="<=", bound=1e-6,
-            basis=f"max over the {len(exact)} sizes of the relative change of the test MSE between {int(exact.dps_low.iloc[0])} "
+            basis=f"max over the {len(exact)} sizes of the relative change of the test MSE between "
+                  f"{int(exact.dps_low.iloc[0])} "
                   f"and {int(exact.dps.iloc[0])} decimal digits; agreement to 1e-6 (ours) certifies the digits shown",
         ))
     return out
@@ -366,9 +369,9 @@ def plot(table: pd.DataFrame):
         ax.axvline(n, color="grey", lw=0.8, ls="--")
     ax_cond.axhline(1 / np.finfo(np.float64).eps, color="black", lw=0.6, ls=":")
     ax_loss.set(xlabel="number of features p", ylabel="MSE", ylim=(1e-70, 1e3),
-                title="(a) test (thick) and train (thin, clipped at 1e-70)")
-    ax_cond.set(xlabel="p", ylabel="cond(Φ)", title="(b) conditioning (exact: lower bound; dotted 1/eps)")
-    ax_norm.set(xlabel="p", ylabel="‖w‖", ylim=(1e-2, None), title="(c) norm of the min-norm solution")
+                title="(a) test (thick), train (thin) MSE")
+    ax_cond.set(xlabel="p", ylabel="cond(Φ)", title="(b) cond(Φ); exact: lower bound")
+    ax_norm.set(xlabel="p", ylabel="‖w‖", ylim=(1e-2, None), title="(c) ‖w‖ of the min-norm solution")
     ax_loss.legend()
     ax_cond.legend()
     curve = table[table.section == "curve"]
