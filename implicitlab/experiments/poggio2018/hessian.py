@@ -63,7 +63,7 @@ class HessianConfig:
 
 
 PRESETS = {
-    "tiny": HessianConfig(n=5, width=6, d_wide=7, square_max_steps=20_000, exp_steps=300),
+    "tiny": HessianConfig(n=5, width=6, d_wide=7, square_max_steps=3_000, exp_steps=200),
     "quick": HessianConfig(),
     "full": HessianConfig(n=16, width=24, d_wide=24, square_max_steps=1_000_000, exp_steps=10_000),
 }
