@@ -135,6 +135,8 @@ def sweep(
     device: Annotated[str, typer.Option(help="cpu | cuda[:N] | auto, for every run")] = "cpu",
     max_retries: Annotated[int | None, typer.Option(help="re-executions of a task whose worker died "
                                                     "(default: 3 on Ray, 1 pool restart)")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads of the local backend (default: "
+                                                "torch's; pool and Ray workers use 1)")] = None,
     dry_run: Annotated[bool, typer.Option(help="validate and count the points, run nothing")] = False,
 ) -> None:
     """Run an experiment over a grid; every point is stored once, rerunning resumes."""
@@ -155,19 +157,30 @@ def sweep(
         if (backend == "ray" or ray_address is not None) and not ray_available():
             raise ConfigError("the ray backend needs Ray: pip install -c constraints.txt 'implicitlab[ray]'")
         resolve_device(device)
+        if threads is not None and threads < 1:
+            raise ConfigError(f"--threads must be ≥ 1, got {threads}")
     except ConfigError as exc:
         _fail(str(exc))
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     name = points[0].experiment.name
     if dry_run:
         console.print(f"{len(points)} points of {name}; nothing run", highlight=False)
         return
-    with _bar() as bar:
-        task = bar.add_task(f"{name} ({len(points)} points)", total=len(points))
-        report = run_sweep(
-            points, out=out, backend=backend, workers=workers, ray_address=ray_address,
-            retry_failed=retry_failed, batch=batch, batch_size=batch_size, device=device,
-            max_retries=max_retries, progress=lambda done, total: bar.update(task, completed=done),
-        )
+    try:
+        with _bar() as bar:
+            task = bar.add_task(f"{name} ({len(points)} points)", total=len(points))
+            report = run_sweep(
+                points, out=out, backend=backend, workers=workers, ray_address=ray_address,
+                retry_failed=retry_failed, batch=batch, batch_size=batch_size, device=device,
+                max_retries=max_retries, progress=lambda done, total: bar.update(task, completed=done),
+            )
+    except KeyboardInterrupt:
+        err_console.print("interrupted: the runs stored so far are kept; rerun the same command to resume",
+                          highlight=False)
+        raise typer.Exit(code=130) from None
     console.print(
         f"{report.total} points: {report.skipped} already stored, {report.ok} ran ok, {report.failed} failed "
         f"({report.tasks} tasks, {report.wall_time_s:.1f} s) — store: {report.store.path}", highlight=False,
@@ -176,6 +189,10 @@ def sweep(
         first = next(iter(report.errors.values()))
         console.print(f"[yellow]{report.failed} points failed[/] (first error: {first}); "
                       "rerun with --retry-failed", highlight=False)
+    if report.skipped_failed:
+        console.print(f"[yellow]{report.skipped_failed} points failed before[/] and were skipped; "
+                      "rerun with --retry-failed (`implicitlab runs --status failed` shows why)", highlight=False)
+    if not report.complete:
         raise typer.Exit(code=1)
 
 

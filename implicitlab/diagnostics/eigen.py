@@ -10,12 +10,13 @@ basis Q_j and a tridiagonal T_j with
     A Q_j = Q_j T_j + β_j q_{j+1} e_jᵀ,
 
 so for a Ritz pair (θ, v = Q_j s) of T_j the residual is ‖A v − θ v‖ = β_j |s_j| (Parlett,
-*The Symmetric Eigenvalue Problem*, 1998, §13.1) — free, exact up to rounding while the basis stays
+*The Symmetric Eigenvalue Problem*, 1998, ch. 13) — free, exact up to rounding while the basis stays
 orthogonal, which full reorthogonalization ensures. This is the residual reported (or, with
 ``explicit_residuals=True``, ‖Av − θv‖ recomputed with one more product per eigenvalue).
 
-What the residual certifies (A symmetric): some eigenvalue lies within r of θ (Parlett, Thm 4.5.1);
-if the other eigenvalues are at least δ away from θ, within r²/δ (Thm 11.7.1). ``tol`` is a
+What the residual certifies (A symmetric): some eigenvalue lies within r of θ; if the other
+eigenvalues are at least δ away from θ, that one lies within r²/δ (Parlett 1998, ch. 4 and 11:
+the residual bound and the gap theorem). ``tol`` is a
 *relative* accuracy of the eigenvalues, and ``criterion`` says how it is tested:
 
 - ``"residual"`` (default): stop when r ≤ tol·|θ|. Certified: no assumption on the spectrum.
@@ -144,7 +145,8 @@ class Lanczos:
 
     def _ensure_row(self, row: int) -> None:
         if row >= self.Q.shape[0]:
-            bigger = torch.zeros(min(self.capacity + 1, 2 * self.Q.shape[0]), self.dim, dtype=self.dtype, device=self.device)
+            rows = min(self.capacity + 1, 2 * self.Q.shape[0])
+            bigger = torch.zeros(rows, self.dim, dtype=self.dtype, device=self.device)
             bigger[: self.Q.shape[0]] = self.Q
             self.Q = bigger
 
@@ -308,20 +310,21 @@ def lanczos_eigenpairs(
             curvature), ``"LM"`` largest magnitude.
         tol: relative accuracy of each eigenvalue, tested per ``criterion`` (module docstring).
         atol: absolute floor of the test, max(tol·|θ|, atol) — for eigenvalues near zero.
-        criterion: ``"residual"`` (certified, default) or ``"gap"`` (r²/gap, about half the
-            products, an estimate).
+        criterion: ``"residual"`` (certified, default) or ``"gap"`` (r²/gap: fewer products,
+            0.65–0.9× in ``benchmarks/sharpness.py``, but an estimate).
         v0: start vector ``(D,)`` or previous eigenvectors ``(D, m)`` (their sum); random if None.
         max_matvecs: budget of products and size of the basis (default min(D, 200)).
         explicit_residuals: recompute ‖Av − θv‖ with k more products (counted).
         seed: seed of the random start (and of restart vectors).
 
     Returns:
-        :class:`EigenResult`. Raises ValueError for k > D, an unknown ``which``, tol ≤ 0.
+        :class:`EigenResult`. Raises ValueError for k > D, max_matvecs < k, an unknown ``which``
+        or ``criterion``, tol ≤ 0, a zero or misshapen ``v0``.
     """
     dim = _check_common(A, k, which, tol, criterion)
     budget = min(dim, DEFAULT_MAX_MATVECS) if max_matvecs is None else int(max_matvecs)
-    if budget < 1:
-        raise ValueError(f"max_matvecs must be ≥ 1, got {max_matvecs}")
+    if budget < k:
+        raise ValueError(f"max_matvecs must be ≥ k = {k} (one product per Ritz value at least), got {max_matvecs}")
     dtype, device = _dtype_device(A)
     gen = torch.Generator(device=device).manual_seed(seed)
     lz = Lanczos(A, capacity=min(budget, dim), generator=gen)

@@ -133,7 +133,9 @@ def check_data(X, y) -> tuple[object, int | None]:
             raise ValueError("y is required when X is a tensor")
         y = torch.as_tensor(y)
         if y.ndim == 0 or X.ndim == 0 or X.shape[0] != y.shape[0]:
-            raise ValueError(f"X and y must hold the same number of examples: shapes {tuple(X.shape)} and {tuple(y.shape)}")
+            raise ValueError(
+                f"X and y must hold the same number of examples: shapes {tuple(X.shape)} and {tuple(y.shape)}"
+            )
         if X.shape[0] == 0:
             raise ValueError("the data set is empty (X has 0 examples)")
         return (X, y), int(X.shape[0])
@@ -153,6 +155,8 @@ def iterate_chunks(data, chunk_size: int, device: torch.device, dtype: torch.dty
 
     batches = [data] if isinstance(data, tuple) else data
     for batch in batches:
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise TypeError(f"a data loader must yield (X, y) pairs, got {type(batch).__name__}")
         Xb, yb = batch
         for start in range(0, Xb.shape[0], chunk_size):
             yield move(Xb[start : start + chunk_size]), move(yb[start : start + chunk_size])

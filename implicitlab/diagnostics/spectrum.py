@@ -7,7 +7,7 @@ eigenvalues relative to the top one (Poggio et al. 2018, Thm 4 / Sec. 12.3: at a
 of an overparametrized model most eigenvalues are zero).
 
 Large models, as plain functions of an operator ``A`` (``A.shape == (D, D)``, ``A @ v`` for
-``v`` ``(D,)``), each with an error bar (the standard error over the random probes):
+``v`` ``(D,)``; a HessianOperator or a dense tensor), each with an error bar (the standard error over the random probes):
 
 - :func:`slq_spectral_density` — stochastic Lanczos quadrature (Lin, Saad & Yang, SIAM Review
   2016; Ghorbani, Krishnan & Xiao, ICML 2019): for Rademacher probes v, m Lanczos steps from
@@ -32,6 +32,7 @@ from torch.func import functional_call
 from .eigen import Lanczos, operator_dim
 from .hessian import (
     DEFAULT_CHUNK_SIZE,
+    HessianOperator,
     _SUSPECT_MODULES,
     LossSpec,
     NondeterministicHessianError,
@@ -62,7 +63,9 @@ def explicit_hessian(
     workspace for one chunk — for small models only. Raises ``NondeterministicHessianError`` for
     a model with dropout or batch norm in train mode.
     """
-    training = [n or type(m).__name__ for n, m in model.named_modules() if isinstance(m, _SUSPECT_MODULES) and m.training]
+    training = [
+        n or type(m).__name__ for n, m in model.named_modules() if isinstance(m, _SUSPECT_MODULES) and m.training
+    ]
     if training:
         raise NondeterministicHessianError(
             f"dropout/batch-norm modules in train mode {training}: the Hessian is not one fixed matrix "
@@ -170,6 +173,13 @@ def _apply(A, v: Tensor) -> Tensor:
     return (A @ v).to(dtype=v.dtype, device=v.device)
 
 
+def _apply_block(A, V: Tensor) -> Tensor:
+    """A V for V ``(D, m)``: one call for tensors and HessianOperator (vmapped), else column by column."""
+    if isinstance(A, (Tensor, HessianOperator)):
+        return _apply(A, V)
+    return torch.stack([_apply(A, V[:, j]) for j in range(V.shape[1])], dim=1)
+
+
 def _mean_stderr(samples: np.ndarray) -> tuple[float, float]:
     samples = np.asarray(samples, dtype=np.float64)
     if samples.size < 2:
@@ -212,9 +222,8 @@ def hutchpp_trace(A, num_matvecs: int, *, seed: int = 0) -> TraceEstimate:
     dim, dtype, device, gen = _operator_setup(A, seed)
     s = num_matvecs // 3
     S = _rademacher((dim, s), gen, dtype, device)
-    AS = torch.stack([_apply(A, S[:, j]) for j in range(s)], dim=1)  # (D, s)
-    Q, _ = torch.linalg.qr(AS)  # (D, s)
-    AQ = torch.stack([_apply(A, Q[:, j]) for j in range(s)], dim=1)
+    Q, _ = torch.linalg.qr(_apply_block(A, S))  # (D, s): orthonormal basis of range(A S)
+    AQ = _apply_block(A, Q)
     exact_part = float(torch.einsum("ij,ij->", Q, AQ))
     samples = []
     for _ in range(num_matvecs - 2 * s):

@@ -24,17 +24,17 @@ r_i = p(x_i) − y_i and J the n × P Jacobian of (p(x_i))_i with respect to all
 
     ∇²R = (2/n) JᵀJ + (2/n) Σ_i r_i ∇²p(x_i).
 
-At a global minimizer of the (convex-in-p, linear-in-w) problem the end-to-end vector is a
-least-squares solution, so Xᵀr = 0. The second term is (2/n) Σ_i r_i ∇²p(x_i), and every block of
-∇²p(x) is linear in x (p is linear in x for fixed weights), so Σ_i r_i ∇²p(x_i) = ∇²_W[p-with-x
-replaced by Xᵀr] = 0. Hence the Hessian is the Gauss–Newton term (2/n)JᵀJ, whose nonzero
-eigenvalues are those of (2/n)JJᵀ, an n × n matrix with entries
+At a global minimizer R equals the least-squares minimum (any end-to-end vector is reachable),
+so the end-to-end vector solves the normal equations: Xᵀr = 0. For fixed weights p(x) is linear
+in x, hence so is its weight-Hessian: ∇²p(x) = T[x] for a linear map T, and the second term is
+(2/n) T[Σ_i r_i x_i] = (2/n) T[Xᵀr] = 0. The Hessian is the Gauss–Newton term (2/n)JᵀJ, whose
+nonzero eigenvalues are those of (2/n)JJᵀ, an n × n matrix with entries
 
     (JJᵀ)_{ij} = Σ_k ⟨a_k (B_k x_i)ᵀ, a_k (B_k x_j)ᵀ⟩_F = Σ_k ‖a_k‖² x_iᵀ B_kᵀ B_k x_j,
 
-i.e. JJᵀ = X M Xᵀ with M = Σ_k ‖a_k‖² B_kᵀB_k ``(d, d)``. Since (1/n) X M Xᵀ and
-Σ^{1/2} M Σ^{1/2} = (X M^{1/2}…) share their nonzero eigenvalues (both are AᵀA / AAᵀ for
-A = n^{−1/2} X M^{1/2}, up to the similarity M^{1/2}ΣM^{1/2} ~ Σ^{1/2}MΣ^{1/2}),
+i.e. JJᵀ = X M Xᵀ with M = Σ_k ‖a_k‖² B_kᵀB_k ``(d, d)``, symmetric positive semidefinite. With
+A = n^{−1/2} X M^{1/2}: (2/n)JJᵀ = 2AAᵀ, whose nonzero eigenvalues are those of 2AᵀA =
+2 M^{1/2}ΣM^{1/2}, and (eig(PQ) = eig(QP)) those of 2 Σ^{1/2}MΣ^{1/2}. So
 
     S = 2 λ_max(Σ^{1/2} M Σ^{1/2}).
 

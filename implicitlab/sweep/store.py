@@ -7,12 +7,18 @@ environment (JSON), wall_time_s, created_at (UTC ISO), out_dir, claims (JSON), e
 ``tables``: run_id, name, data (the tidy results table as JSON records, split orient).
 
 WAL journaling lets readers look while a sweep writes; one writer (the driver) writes.
+
+A sweep keeps one ``ok`` run per (experiment, config_hash): :meth:`Store.write_run` with
+``unique_ok=True`` takes the write lock (``BEGIN IMMEDIATE``), looks for an ``ok`` run of the key
+and inserts only if there is none, all in one transaction — so a sweep killed at any instant and
+rerun ends with each point exactly once. ``implicitlab run`` appends (a rerun is a new run).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -50,14 +56,32 @@ class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as con:
-            con.executescript(SCHEMA)
+        self._cons: dict[int, sqlite3.Connection] = {}
+        self._connect().executescript(SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=30)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA foreign_keys=ON")
+        """This thread's connection, opened once and kept: closing the last connection to a WAL
+        database checkpoints it, which would cost every write a few ms."""
+        con = self._cons.get(threading.get_ident())
+        if con is None:
+            con = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # explicit BEGIN/COMMIT
+            con.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: a commit survives the process being killed at any instant; only an OS
+            # crash or power loss can roll back the last commits (their points then simply run again).
+            con.execute("PRAGMA synchronous=NORMAL")
+            con.execute("PRAGMA foreign_keys=ON")
+            self._cons[threading.get_ident()] = con
         return con
+
+    def close(self) -> None:
+        """Close the connections this store opened (also done when it is garbage-collected)."""
+        cons = getattr(self, "_cons", {})  # absent if __init__ failed
+        for con in cons.values():
+            con.close()
+        cons.clear()
+
+    def __del__(self) -> None:
+        self.close()
 
     def write_run(
         self,
@@ -73,69 +97,101 @@ class Store:
         claims: list[dict] | None = None,
         out_dir: str | None = None,
         error: str | None = None,
+        unique_ok: bool = False,
     ) -> int:
-        """Insert a run and its table in one transaction; return the run id."""
+        """Insert a run and its table in one transaction; return the run id.
+
+        With ``unique_ok`` and ``status="ok"``, an existing ``ok`` run of the same
+        (experiment, config_hash) is kept and its id returned; nothing is inserted.
+        """
         con = self._connect()
+        con.execute("BEGIN IMMEDIATE")  # one transaction, write lock held: all or nothing
         try:
-            with con:  # one transaction: all or nothing
-                cur = con.execute(
-                    "INSERT INTO runs (experiment, preset, config_hash, config, status, environment,"
-                    " wall_time_s, created_at, out_dir, claims, error) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        experiment,
-                        preset,
-                        config_hash,
-                        json.dumps(config, sort_keys=True),
-                        status,
-                        json.dumps(environment, sort_keys=True),
-                        wall_time_s,
-                        datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        out_dir,
-                        json.dumps(claims) if claims is not None else None,
-                        error,
-                    ),
+            if unique_ok and status == "ok":
+                row = con.execute(
+                    "SELECT id FROM runs WHERE experiment=? AND config_hash=? AND status='ok' ORDER BY id LIMIT 1",
+                    (experiment, config_hash),
+                ).fetchone()
+                if row is not None:
+                    con.execute("ROLLBACK")
+                    return int(row[0])
+            cur = con.execute(
+                "INSERT INTO runs (experiment, preset, config_hash, config, status, environment,"
+                " wall_time_s, created_at, out_dir, claims, error) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    experiment,
+                    preset,
+                    config_hash,
+                    json.dumps(config, sort_keys=True),
+                    status,
+                    json.dumps(environment, sort_keys=True),
+                    wall_time_s,
+                    datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    out_dir,
+                    json.dumps(claims) if claims is not None else None,
+                    error,
+                ),
+            )
+            run_id = int(cur.lastrowid)
+            if table is not None:
+                con.execute(
+                    "INSERT INTO tables (run_id, name, data) VALUES (?,?,?)",
+                    (run_id, "results", table.to_json(orient="split", index=False, double_precision=15)),
                 )
-                run_id = int(cur.lastrowid)
-                if table is not None:
-                    con.execute(
-                        "INSERT INTO tables (run_id, name, data) VALUES (?,?,?)",
-                        (run_id, "results", table.to_json(orient="split", index=False, double_precision=15)),
-                    )
-        finally:
-            con.close()
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
         return run_id
+
+    def statuses(self, experiment: str) -> dict[str, str]:
+        """config_hash → ``"ok"`` if any run of it succeeded, else ``"failed"`` (runs of ``experiment``)."""
+        rows = self._connect().execute(
+            "SELECT config_hash, MAX(status='ok') FROM runs WHERE experiment=? GROUP BY config_hash",
+            (experiment,),
+        ).fetchall()
+        return {h: ("ok" if ok else "failed") for h, ok in rows}
+
+    def records(self, status: str | None = None, experiment: str | None = None) -> list[dict[str, Any]]:
+        """Runs with their config (decoded), oldest first; optionally of one status / experiment."""
+        where, args = [], []
+        if status is not None:
+            where.append("status=?")
+            args.append(status)
+        if experiment is not None:
+            where.append("experiment=?")
+            args.append(experiment)
+        sql = ("SELECT id, experiment, preset, config_hash, config, status, wall_time_s, created_at, error"
+               " FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id")
+        cur = self._connect().cursor()
+        cur.row_factory = sqlite3.Row
+        rows = [dict(r) for r in cur.execute(sql, args).fetchall()]
+        for r in rows:
+            r["config"] = json.loads(r["config"])
+        return rows
 
     def runs(self) -> pd.DataFrame:
         """All runs (without their tables), newest last."""
-        con = self._connect()
-        try:
-            return pd.read_sql_query(
-                "SELECT id, experiment, preset, config_hash, status, wall_time_s, created_at, out_dir"
-                " FROM runs ORDER BY id",
-                con,
-            )
-        finally:
-            con.close()
+        return pd.read_sql_query(
+            "SELECT id, experiment, preset, config_hash, status, wall_time_s, created_at, out_dir"
+            " FROM runs ORDER BY id",
+            self._connect(),
+        )
 
     def table(self, run_id: int, name: str = "results") -> pd.DataFrame:
-        con = self._connect()
-        try:
-            row = con.execute("SELECT data FROM tables WHERE run_id=? AND name=?", (run_id, name)).fetchone()
-        finally:
-            con.close()
+        row = self._connect().execute(
+            "SELECT data FROM tables WHERE run_id=? AND name=?", (run_id, name)
+        ).fetchone()
         if row is None:
             raise KeyError(f"run {run_id} has no table {name!r}")
         from io import StringIO
 
-        return pd.read_json(StringIO(row[0]), orient="split")
+        return pd.read_json(StringIO(row[0]), orient="split", precise_float=True)  # 0.3 stays 0.3
 
     def run_record(self, run_id: int) -> dict[str, Any]:
-        con = self._connect()
-        con.row_factory = sqlite3.Row
-        try:
-            row = con.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
-        finally:
-            con.close()
+        cur = self._connect().cursor()
+        cur.row_factory = sqlite3.Row
+        row = cur.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
         if row is None:
             raise KeyError(f"no run {run_id}")
         rec = dict(row)

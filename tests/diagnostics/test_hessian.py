@@ -1,0 +1,249 @@
+"""HessianOperator: products against a dense torch.func.hessian reference (float64), and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from implicitlab.diagnostics.hessian import HessianOperator, NondeterministicHessianError, hessian_vector_product
+
+RTOL = 1e-10  # float64 products vs the dense reference: both are exact up to rounding
+
+
+def mlp(out: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(4, 6, bias=False), nn.Tanh(), nn.Linear(6, 5, bias=False), nn.GELU(), nn.Linear(5, out, bias=False)
+    )
+
+
+def cnn(out: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(2, 2, 3, padding=1), nn.Tanh(), nn.Conv2d(2, 2, 3, stride=2), nn.Softplus(),
+        nn.Flatten(), nn.Linear(8, out),
+    )
+
+
+def deep_linear(out: int) -> nn.Module:
+    return nn.Sequential(*[nn.Linear(3, 3, bias=False) for _ in range(3)], nn.Linear(3, out, bias=False))
+
+
+INPUTS = {mlp: (4,), cnn: (2, 6, 6), deep_linear: (3,)}
+OUTPUTS = {"square": 2, "exp": 1, "logistic": 1, "ce": 3}
+
+
+def make_problem(arch, loss: str, n: int = 20, seed: int = 0, dtype=torch.float64):
+    torch.manual_seed(seed)
+    model = arch(OUTPUTS[loss]).to(dtype)
+    X = torch.randn(n, *INPUTS[arch], dtype=dtype)
+    if loss == "square":
+        y = torch.randn(n, 2, dtype=dtype)
+    elif loss == "ce":
+        y = torch.randint(0, 3, (n,))
+    else:
+        y = torch.randint(0, 2, (n,)).to(dtype) * 2 - 1
+    return model, X, y
+
+
+def reference_loss(name: str):
+    """The four conventions written out independently of implicitlab.losses."""
+    return {
+        "square": lambda f, y: (f - y.reshape(f.shape)).square().sum(-1).mean(),
+        "exp": lambda f, y: torch.exp(-y * f.reshape(-1)).mean(),
+        "logistic": lambda f, y: F.softplus(-y * f.reshape(-1)).mean(),
+        "ce": lambda f, y: F.cross_entropy(f, y),
+    }[name]
+
+
+def dense_hessian(model: nn.Module, loss_fn, X, y) -> torch.Tensor:
+    """torch.func.hessian of the full-batch loss over the flattened trainable parameters."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    names, shapes = [n for n, _ in named], [p.shape for _, p in named]
+    sizes = [p.numel() for _, p in named]
+    flat = torch.cat([p.detach().reshape(-1) for _, p in named])
+
+    def f(theta):
+        params = {n: t.view(s) for n, t, s in zip(names, torch.split(theta, sizes), shapes)}
+        return loss_fn(functional_call(model, params, (X,)), y)
+
+    return torch.func.hessian(f)(flat)
+
+
+def as_matrix(H: HessianOperator) -> torch.Tensor:
+    return H @ torch.eye(H.dim, dtype=H.dtype)
+
+
+@pytest.mark.parametrize("arch", [mlp, cnn, deep_linear], ids=["mlp", "cnn", "deep_linear"])
+@pytest.mark.parametrize("loss", ["square", "exp", "logistic", "ce"])
+def test_products_match_dense_hessian(arch, loss):
+    model, X, y = make_problem(arch, loss)
+    H = HessianOperator(model, loss, X, y, chunk_size=7)  # chunks of 7, 7, 6: weights matter
+    ref = dense_hessian(model, reference_loss(loss), X, y)
+    got = as_matrix(H)
+    assert got.dtype == torch.float64 and H.backend == "func"
+    torch.testing.assert_close(got, ref, rtol=RTOL, atol=RTOL * float(ref.abs().max()))
+
+
+def test_double_backward_fallback_matches():
+    model, X, y = make_problem(cnn, "ce")
+    func = as_matrix(HessianOperator(model, "ce", X, y, backend="func"))
+    auto = HessianOperator(model, "ce", X, y, backend="autograd")
+    torch.testing.assert_close(as_matrix(auto), func, rtol=RTOL, atol=1e-14)
+    assert auto.backend == "autograd"
+
+
+def test_loader_and_chunking_give_the_same_operator():
+    model, X, y = make_problem(mlp, "logistic", n=23)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=6)
+    v = torch.randn(sum(p.numel() for p in model.parameters()), dtype=torch.float64)
+    whole = HessianOperator(model, "logistic", X, y, chunk_size=1000) @ v
+    from_loader = HessianOperator(model, "logistic", loader, chunk_size=4) @ v  # batches split 4 + 2
+    torch.testing.assert_close(from_loader, whole, rtol=RTOL, atol=1e-14)
+
+
+def test_callable_loss_is_a_batch_mean_and_reduction_sum():
+    model, X, y = make_problem(mlp, "ce")
+    v = torch.randn(sum(p.numel() for p in model.parameters()), dtype=torch.float64)
+    named = HessianOperator(model, "ce", X, y, chunk_size=6) @ v
+    torch.testing.assert_close(HessianOperator(model, F.cross_entropy, X, y, chunk_size=6) @ v, named)
+    summed = HessianOperator(model, "ce", X, y, chunk_size=6, reduction="sum") @ v
+    torch.testing.assert_close(summed, X.shape[0] * named)
+
+
+def test_square_loss_convention_no_half_and_scalar_targets():
+    # one output (n, 1) with targets (n,): R = mean (f − y)², Hessian 2/n XᵀX for a linear model
+    torch.manual_seed(1)
+    X, y = torch.randn(9, 3, dtype=torch.float64), torch.randn(9, dtype=torch.float64)
+    model = nn.Linear(3, 1, bias=False).double()
+    torch.testing.assert_close(as_matrix(HessianOperator(model, "square", X, y)), 2 * X.T @ X / 9)
+    with pytest.raises(ValueError, match="as many targets as outputs"):
+        HessianOperator(nn.Linear(3, 2, bias=False).double(), "square", X, y)
+
+
+def test_to_scipy_and_counts():
+    model, X, y = make_problem(mlp, "square")
+    H = HessianOperator(model, "square", X, y)
+    assert H.num_matvecs == 2  # the determinism probe
+    D = H.dim
+    v = np.random.default_rng(0).standard_normal(D)
+    op = H.to_scipy()
+    assert op.shape == (D, D) and op.dtype == np.float64
+    np.testing.assert_allclose(op.matvec(v), (H @ torch.from_numpy(v)).numpy(), rtol=1e-13)
+    assert H.num_matvecs == 4
+    H @ torch.zeros(D, 3, dtype=torch.float64)
+    assert H.num_matvecs == 7
+
+
+def test_operator_follows_the_model_as_it_trains():
+    model, X, y = make_problem(mlp, "exp")
+    H = HessianOperator(model, "exp", X, y)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.3)
+    torch.testing.assert_close(as_matrix(H), dense_hessian(model, reference_loss("exp"), X, y), rtol=RTOL, atol=1e-12)
+
+
+def test_float32_model_gives_float32_products_and_data_are_cast():
+    model, X, y = make_problem(mlp, "square", dtype=torch.float32)
+    H = HessianOperator(model, "square", X.double(), y.double())  # float64 data cast to the model's dtype
+    out = H @ torch.ones(H.dim, dtype=torch.float64)
+    assert H.dtype == torch.float32 and out.dtype == torch.float32
+    ref = dense_hessian(model.double(), reference_loss("square"), X.double(), y.double()).sum(1)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4)  # float32 rounding
+
+
+def test_gradient_matches_autograd():
+    model, X, y = make_problem(cnn, "logistic")
+    H = HessianOperator(model, "logistic", X, y, chunk_size=3)
+    value, g = H.loss_and_gradient()
+    model.zero_grad()
+    ref = reference_loss("logistic")(model(X), y)
+    ref.backward()
+    torch.testing.assert_close(g, torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+    assert value == pytest.approx(float(ref.detach()), rel=1e-12)
+
+
+def test_one_shot_product():
+    model, X, y = make_problem(deep_linear, "square")
+    v = torch.randn(sum(p.numel() for p in model.parameters()), dtype=torch.float64)
+    expected = dense_hessian(model, reference_loss("square"), X, y) @ v
+    torch.testing.assert_close(hessian_vector_product(model, "square", X, y, v), expected)
+
+
+# ------------------------------------------------------------------------------ bad input ---
+def test_parameters_on_two_dtypes():
+    model = nn.Sequential(nn.Linear(3, 3).double(), nn.Linear(3, 1).float())
+    with pytest.raises(ValueError, match="several dtypes"):
+        HessianOperator(model, "square", torch.randn(4, 3), torch.randn(4))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_parameters_on_two_devices():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 1).cuda())
+    with pytest.raises(ValueError, match="devices"):
+        HessianOperator(model, "square", torch.randn(4, 3), torch.randn(4))
+
+
+def test_empty_data_set():
+    model = nn.Linear(3, 1).double()
+    with pytest.raises(ValueError, match="empty"):
+        HessianOperator(model, "square", torch.zeros(0, 3, dtype=torch.float64), torch.zeros(0, dtype=torch.float64))
+    empty = torch.utils.data.TensorDataset(torch.zeros(0, 3, dtype=torch.float64), torch.zeros(0, dtype=torch.float64))
+    with pytest.raises(ValueError, match="empty"):
+        HessianOperator(model, "square", torch.utils.data.DataLoader(empty, batch_size=4))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(loss="hinge"), "unknown loss"),
+        (dict(loss="exp", out=2), "one output per example"),
+        (dict(y=torch.randn(5)), "same number of examples"),
+        (dict(y=None), "y is required"),
+        (dict(chunk_size=0), "chunk_size"),
+        (dict(backend="jax"), "unknown backend"),
+    ],
+)
+def test_clear_errors(kwargs, match):
+    loss, out = kwargs.pop("loss", "square"), kwargs.pop("out", 1)
+    y = kwargs.pop("y", torch.randn(4))
+    with pytest.raises(ValueError, match=match):
+        HessianOperator(nn.Linear(3, out), loss, torch.randn(4, 3), y, **kwargs)
+
+
+def test_no_trainable_parameters():
+    model = nn.Linear(3, 1).requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        HessianOperator(model, "square", torch.randn(4, 3), torch.randn(4))
+
+
+def test_dropout_in_train_mode_fails_the_determinism_probe():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Dropout(0.5), nn.Linear(8, 1)).double()
+    X, y = torch.randn(16, 4, dtype=torch.float64), torch.randn(16, dtype=torch.float64)
+    with pytest.raises(NondeterministicHessianError, match="train mode") as info:
+        HessianOperator(model, "square", X, y)
+    assert "Dropout" in str(info.value) and "model.eval()" in str(info.value)
+    HessianOperator(model.eval(), "square", X, y)  # eval mode: one fixed operator
+
+
+def test_batch_norm_in_train_mode_is_refused_and_buffers_restored():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 1)).double()
+    X, y = torch.randn(16, 4, dtype=torch.float64), torch.randn(16, dtype=torch.float64)
+    before = {n: b.clone() for n, b in model.named_buffers()}
+    with pytest.raises(NondeterministicHessianError, match="batch-norm"):
+        HessianOperator(model, "square", X, y)
+    for n, b in model.named_buffers():
+        assert torch.equal(b, before[n]), n
+    H = HessianOperator(model.eval(), "square", X, y)
+    torch.testing.assert_close(as_matrix(H), dense_hessian(model, reference_loss("square"), X, y.reshape(-1, 1)))
+
+
+def test_loader_must_yield_pairs():
+    X, y = torch.randn(4, 3), torch.randn(4)
+    with pytest.raises(TypeError, match=r"\(X, y\) pairs"):
+        HessianOperator(nn.Linear(3, 1), "square", [(X, y, X)])
