@@ -6,7 +6,13 @@ Public API, grouped: models, losses, training, diagnostics, references, experime
 __version__ = "0.1.0"
 
 from .diagnostics import (
+    HessianOperator,
     alignment,
+    ensemble_sharpness,
+    explicit_hessian,
+    hessian_vector_product,
+    sharpness,
+    spectrum_counts,
     balancedness,
     layer_norms,
     normalized_margin,
@@ -17,6 +23,7 @@ from .losses import log_loss, loss, margins
 from .models import Architecture, Ensemble, LayeredNet
 from .references import (
     MinNormResult,
+    deep_linear_sharpness_bound,
     SVMResult,
     angle_to,
     margin_gap,
@@ -31,6 +38,13 @@ from .train import every, log_spaced, train
 
 __all__ = [
     "Architecture",
+    "HessianOperator",
+    "deep_linear_sharpness_bound",
+    "ensemble_sharpness",
+    "explicit_hessian",
+    "hessian_vector_product",
+    "sharpness",
+    "spectrum_counts",
     "MinNormResult",
     "SVMResult",
     "angle_to",

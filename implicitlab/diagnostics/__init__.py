@@ -1,11 +1,52 @@
 """Diagnostics: norms, margins, balancedness and alignment (and curvature, see hessian/eigen)."""
 
 from .alignment import alignment, balancedness, rank_one_ratio, stable_rank
+from .eigen import EigenResult, lanczos_eigenpairs, power_iteration, sharpness
+from .ensemble_curvature import (
+    EnsembleEigenResult,
+    EnsembleHessian,
+    MidpointSharpnessProbe,
+    SharpnessProbe,
+    ensemble_sharpness,
+)
+from .hessian import HessianOperator, NondeterministicHessianError, hessian_vector_product
+from .spectrum import (
+    SpectralDensity,
+    SpectrumCounts,
+    TraceEstimate,
+    explicit_hessian,
+    hessian_spectrum,
+    hutchinson_trace,
+    hutchpp_trace,
+    slq_spectral_density,
+    spectrum_counts,
+)
 from .margin import min_margin, normalized_margin
 from .norms import LayerNorms, layer_norms
 from .weights import layer_weights
 
 __all__ = [
+    "EigenResult",
+    "EnsembleEigenResult",
+    "EnsembleHessian",
+    "HessianOperator",
+    "MidpointSharpnessProbe",
+    "NondeterministicHessianError",
+    "SharpnessProbe",
+    "SpectralDensity",
+    "SpectrumCounts",
+    "TraceEstimate",
+    "ensemble_sharpness",
+    "explicit_hessian",
+    "hessian_spectrum",
+    "hessian_vector_product",
+    "hutchinson_trace",
+    "hutchpp_trace",
+    "lanczos_eigenpairs",
+    "power_iteration",
+    "sharpness",
+    "slq_spectral_density",
+    "spectrum_counts",
     "LayerNorms",
     "alignment",
     "balancedness",

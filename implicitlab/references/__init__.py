@@ -3,6 +3,7 @@
 numpy/scipy/clarabel only; torch tensors are accepted as inputs and converted.
 """
 
+from .deep_linear import DeepLinearSharpnessBound, deep_linear_minimizer_sharpness, deep_linear_sharpness_bound
 from .growth_ode import (
     NormGrowthSolution,
     excess_over_log,
@@ -16,6 +17,9 @@ from .min_norm import MinNormResult, min_norm_solution, null_space_projector, ro
 from .svm import SVMResult, angle_to, margin_gap, svm_max_margin, svm_max_margin_nnls
 
 __all__ = [
+    "DeepLinearSharpnessBound",
+    "deep_linear_minimizer_sharpness",
+    "deep_linear_sharpness_bound",
     "MinNormResult",
     "NormGrowthSolution",
     "SVMResult",
