@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ...config import ConfigError
+from ...config import ConfigError, dtype_of, require, require_positive
 from ...data.synthetic import marion_chizat_regression
 from ...diagnostics import alignment, rank_one_ratio
 from ...diagnostics.ensemble_curvature import ensemble_sharpness
@@ -162,3 +162,66 @@ def spearman(x, y) -> tuple[float, float]:
         return float("nan"), float("nan")
     r = spearmanr(x, y)
     return float(r.statistic), float(r.pvalue)
+
+
+def run_step_sizes(cfg, arch: Architecture, device: torch.device, progress=None, share: float = 1.0) -> pd.DataFrame:
+    """Every step size of ``cfg`` (reps × scales runs each, one ensemble per step size), one row per run.
+
+    ``cfg`` needs the fields of :class:`GridConfig` (``Fig1Config`` has them too).
+    """
+    frames = []
+    for i, (lr, steps, reps) in enumerate(zip(cfg.lrs, cfg.steps, cfg.repetitions)):
+        frames.append(train_grid(arch, (cfg.n, cfg.d, cfg.depth, cfg.noise, cfg.data_seed), lr, steps, cfg.scales,
+                                 reps, cfg.seed + i, cfg.sharpness_tol, cfg.converged_tol, cfg.dtype, str(device)))
+        if progress:
+            progress(share * (i + 1) / len(cfg.lrs))
+    out = pd.concat(frames, ignore_index=True)
+    out.insert(0, "part", "grid")
+    return out
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """A grid over step sizes × init scales × repetitions on Marion–Chizat data (defaults: Fig. 6)."""
+
+    kind: str = "deep_linear"  # or "residual"
+    depth: int = 5
+    n: int = 15
+    d: int = 20
+    noise: float = 1.0
+    data_seed: int = 0
+    activation: str = "none"
+    lrs: tuple[float, ...] = (0.001, 0.004, 0.01)
+    steps: tuple[int, ...] = (40_000, 10_000, 4_000)
+    repetitions: tuple[int, ...] = (100, 20, 20)
+    scale_min: float = 0.1
+    scale_max: float = 0.36
+    num_scales: int = 9
+    sharpness_tol: float = 1e-6
+    converged_tol: float = 1e-8  # overdetermined linear: ‖w_e − w*‖²; else train loss − min loss
+    seed: int = 0
+    dtype: str = "float64"
+
+    def __post_init__(self) -> None:
+        check_grid(self.lrs, self.steps, self.repetitions)
+        require(self.kind in ("deep_linear", "residual"), f"kind must be 'deep_linear' or 'residual', got {self.kind!r}")
+        require(self.activation in ("none", "gelu"), f"activation must be 'none' or 'gelu', got {self.activation!r}")
+        require(0 <= self.scale_min <= self.scale_max and self.num_scales >= 1, "invalid scale range")
+        require(self.depth >= 1 and self.n >= 1 and self.d >= 1, "depth, n and d must be ≥ 1")
+        require(self.noise >= 0, "noise must be ≥ 0")
+        require_positive("sharpness_tol", self.sharpness_tol)
+        require_positive("converged_tol", self.converged_tol)
+        dtype_of(self.dtype)
+
+    @property
+    def scales(self) -> tuple[float, ...]:
+        return tuple(float(s) for s in np.linspace(self.scale_min, self.scale_max, self.num_scales))
+
+    @property
+    def architecture(self) -> Architecture:
+        return Architecture(self.kind, d_in=self.d, depth=self.depth, activation=self.activation)
+
+
+def run_grid(cfg: GridConfig, *, device: torch.device = torch.device("cpu"), progress=None) -> pd.DataFrame:
+    """``run`` of the grid experiments (resnet, Fig. 6, GELU)."""
+    return run_step_sizes(cfg, cfg.architecture, device, progress)

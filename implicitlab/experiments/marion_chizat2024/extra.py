@@ -27,57 +27,8 @@ from ...models import Architecture, Ensemble
 from ...train import alignment_probe, every, loss_probe, train
 from ..claims import Claim
 from ..registry import Experiment, register
-from .common import SOURCE, check_grid, problem_from_key, spearman, train_grid
+from .common import SOURCE, GridConfig, problem_from_key, run_grid, spearman
 from .fig1 import plot_grid_panels
-
-
-@dataclass(frozen=True)
-class GridConfig:
-    """A grid over step sizes × init scales × repetitions on Marion–Chizat data."""
-
-    depth: int = 5
-    n: int = 15
-    d: int = 20
-    noise: float = 1.0
-    data_seed: int = 0
-    activation: str = "none"
-    lrs: tuple[float, ...] = (0.001, 0.004, 0.01)
-    steps: tuple[int, ...] = (40_000, 10_000, 4_000)
-    repetitions: tuple[int, ...] = (100, 20, 20)
-    scale_min: float = 0.1
-    scale_max: float = 0.36
-    num_scales: int = 9
-    sharpness_tol: float = 1e-6
-    converged_tol: float = 1e-8  # underdetermined / nonlinear: train loss − min loss ≤ this
-    seed: int = 0
-    dtype: str = "float64"
-
-    def __post_init__(self) -> None:
-        check_grid(self.lrs, self.steps, self.repetitions)
-        require(self.activation in ("none", "gelu"), f"activation must be 'none' or 'gelu', got {self.activation!r}")
-        require(0 <= self.scale_min <= self.scale_max and self.num_scales >= 1, "invalid scale range")
-        require(self.depth >= 1 and self.n >= 1 and self.d >= 1, "depth, n and d must be ≥ 1")
-        require(self.noise >= 0, "noise must be ≥ 0")
-        require_positive("sharpness_tol", self.sharpness_tol)
-        require_positive("converged_tol", self.converged_tol)
-        dtype_of(self.dtype)
-
-    @property
-    def scales(self) -> tuple[float, ...]:
-        return tuple(float(s) for s in np.linspace(self.scale_min, self.scale_max, self.num_scales))
-
-
-def run_grid(cfg: GridConfig, *, device: torch.device = torch.device("cpu"), progress=None) -> pd.DataFrame:
-    arch = Architecture("deep_linear", d_in=cfg.d, depth=cfg.depth, activation=cfg.activation)
-    frames = []
-    for i, (lr, steps, reps) in enumerate(zip(cfg.lrs, cfg.steps, cfg.repetitions)):
-        frames.append(train_grid(arch, (cfg.n, cfg.d, cfg.depth, cfg.noise, cfg.data_seed), lr, steps, cfg.scales,
-                                 reps, cfg.seed + i, cfg.sharpness_tol, cfg.converged_tol, cfg.dtype, str(device)))
-        if progress:
-            progress((i + 1) / len(cfg.lrs))
-    out = pd.concat(frames, ignore_index=True)
-    out.insert(0, "part", "grid")
-    return out
 
 
 # ------------------------------------------------------------------------------------ Fig. 6

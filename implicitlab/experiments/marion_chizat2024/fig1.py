@@ -29,7 +29,7 @@ from ...models import Architecture, Ensemble
 from ...train import ProbeContext, every, train
 from ..claims import Claim
 from ..registry import Experiment, register
-from .common import SOURCE, check_grid, problem_from_key, spearman, train_grid
+from .common import SOURCE, check_grid, problem_from_key, run_step_sizes, spearman
 
 
 @dataclass(frozen=True)
@@ -86,15 +86,7 @@ PRESETS = {
 
 
 def run_grid(cfg: Fig1Config, arch: Architecture, device: torch.device, progress=None, share: float = 1.0):
-    frames = []
-    for i, (lr, steps, reps) in enumerate(zip(cfg.lrs, cfg.steps, cfg.repetitions)):
-        frames.append(train_grid(arch, cfg.problem_key, lr, steps, cfg.scales, reps, cfg.seed + i,
-                                 cfg.sharpness_tol, cfg.converged_tol, cfg.dtype, str(device)))
-        if progress:
-            progress(share * (i + 1) / len(cfg.lrs))
-    out = pd.concat(frames, ignore_index=True)
-    out.insert(0, "part", "grid")
-    return out
+    return run_step_sizes(cfg, arch, device, progress, share)
 
 
 def _distance_probe(w_star: torch.Tensor):

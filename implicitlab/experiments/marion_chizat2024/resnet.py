@@ -24,59 +24,17 @@ from ...config import dtype_of, require, require_positive
 from ...models import Architecture
 from ..claims import Claim
 from ..registry import Experiment, register
-from .common import SOURCE, check_grid, train_grid
+from .common import SOURCE, GridConfig, run_grid
 from .fig1 import plot_grid_panels, sharpness_claims
 
 
-@dataclass(frozen=True)
-class ResNetConfig:
-    depth: int = 10
-    n: int = 50
-    d: int = 5
-    noise: float = 1.0
-    data_seed: int = 0
-    lrs: tuple[float, ...] = (0.005, 0.02, 0.07, 0.1, 0.2)
-    steps: tuple[int, ...] = (4_000, 4_000, 4_000, 4_000, 4_000)
-    repetitions: tuple[int, ...] = (20, 20, 20, 20, 20)
-    scale_min: float = 0.0
-    scale_max: float = 1.7
-    num_scales: int = 10
-    sharpness_tol: float = 1e-6
-    converged_tol: float = 1e-8  # ‖w_e − w*‖²
-    seed: int = 0
-    dtype: str = "float64"
-
-    def __post_init__(self) -> None:
-        check_grid(self.lrs, self.steps, self.repetitions)
-        require(0 <= self.scale_min <= self.scale_max, "need 0 ≤ scale_min ≤ scale_max")
-        require(self.num_scales >= 1 and self.depth >= 1, "num_scales and depth must be ≥ 1")
-        require_positive("sharpness_tol", self.sharpness_tol)
-        require_positive("converged_tol", self.converged_tol)
-        dtype_of(self.dtype)
-
-    @property
-    def scales(self) -> tuple[float, ...]:
-        return tuple(float(s) for s in np.linspace(self.scale_min, self.scale_max, self.num_scales))
-
-
+_RES = dict(kind="residual", depth=10, n=50, d=5, lrs=(0.005, 0.02, 0.07, 0.1, 0.2), steps=(4_000,) * 5,
+            scale_min=0.0, scale_max=1.7, num_scales=10)
 PRESETS = {
-    "tiny": ResNetConfig(lrs=(0.02, 0.2), steps=(300, 300), repetitions=(1, 1), num_scales=3),
-    "quick": ResNetConfig(repetitions=(3, 3, 3, 3, 3)),
-    "full": ResNetConfig(),
+    "tiny": GridConfig(**{**_RES, "lrs": (0.02, 0.2), "steps": (300, 300), "num_scales": 3}, repetitions=(1, 1)),
+    "quick": GridConfig(**_RES, repetitions=(3,) * 5),
+    "full": GridConfig(**_RES, repetitions=(20,) * 5),
 }
-
-
-def run(cfg: ResNetConfig, *, device: torch.device = torch.device("cpu"), progress=None) -> pd.DataFrame:
-    arch = Architecture("residual", d_in=cfg.d, depth=cfg.depth)
-    frames = []
-    for i, (lr, steps, reps) in enumerate(zip(cfg.lrs, cfg.steps, cfg.repetitions)):
-        frames.append(train_grid(arch, (cfg.n, cfg.d, cfg.depth, cfg.noise, cfg.data_seed), lr, steps, cfg.scales,
-                                 reps, cfg.seed + i, cfg.sharpness_tol, cfg.converged_tol, cfg.dtype, str(device)))
-        if progress:
-            progress((i + 1) / len(cfg.lrs))
-    out = pd.concat(frames, ignore_index=True)
-    out.insert(0, "part", "grid")
-    return out
 
 
 def claims(table: pd.DataFrame) -> list[Claim]:
@@ -106,7 +64,7 @@ def plot(table: pd.DataFrame):
 RESNET = register(Experiment(
     name="mc2024-resnet",
     title="Residual deep linear nets: distance and sharpness vs init scale (res-1)",
-    paper=SOURCE, config_type=ResNetConfig, presets=PRESETS, run=run, plot=plot, claims=claims,
+    paper=SOURCE, config_type=GridConfig, presets=PRESETS, run=run_grid, plot=plot, claims=claims,
     description=__doc__ or "",
 ))
 

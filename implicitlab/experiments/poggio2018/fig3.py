@@ -234,8 +234,8 @@ def claims(table: pd.DataFrame) -> list[Claim]:
                           "exponential loss's Hessian is not degenerate like the square loss's",
                 source=f"{SOURCE}, Secs. 12.2 (after Eq. 32) and 12.3.2",
                 measured=float(ratio.min()), relation=">", bound=1e-12,
-                basis=f"min over the floor of λ_min/λ_max (closed form 1/(r² − 1) for this model); > 1e-12 (ours) is "
-                      f"above rounding; the square loss gives ≤ 1e-12",
+                basis="min over the floor of λ_min/λ_max (closed form 1/(r² − 1) for this model); > 1e-12 (ours) is "
+                      "above rounding; the square loss gives ≤ 1e-12",
             ))
         else:
             out.append(Claim(

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ...config import dtype_of, require, require_positive
+from ...config import require, require_positive
 from ...diagnostics.spectrum import explicit_hessian, hessian_spectrum, spectrum_counts
 from ...losses import loss as loss_fn
 from ...models import Architecture, Ensemble
