@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from implicitlab.experiments import Claim, experiments
+from implicitlab.sweep import Store
 from implicitlab.experiments.poggio2018.fig7 import Fig7Config
 from implicitlab.experiments.poggio2018.fig7 import claims as fig7_claims
 from implicitlab.experiments.poggio2018.fig7 import run as fig7_run
@@ -14,7 +15,7 @@ EXPS = experiments()
 
 
 @pytest.mark.parametrize("name", list(EXPS))
-def test_tiny_preset_runs_plots_and_claims(name):
+def test_tiny_preset_runs_plots_and_claims(name, tmp_path):
     exp = EXPS[name]
     assert {"tiny", "quick", "full"} <= set(exp.presets)
     fractions = []
@@ -26,6 +27,16 @@ def test_tiny_preset_runs_plots_and_claims(name):
         assert c.verdict in ("holds", "refuted", "no data")
     fig = exp.plot(table)
     assert len(fig.axes) >= 1
+    # `check` and the report read tables back from the store: claims and plot must survive the trip
+    store = Store(tmp_path / "s.sqlite")
+    run_id = store.write_run(experiment=name, preset="tiny", config={}, config_hash="h", status="ok",
+                             environment={}, wall_time_s=0.0, table=table)
+    back = store.table(run_id)
+    again = exp.claims(back)
+    assert [(c.name, c.verdict) for c in again] == [(c.name, c.verdict) for c in claims]
+    for a, b in zip(again, claims):
+        assert a.measured == pytest.approx(b.measured, rel=1e-9, nan_ok=True)
+    exp.plot(back)
     assert fractions and fractions[-1] == pytest.approx(1.0)
 
 

@@ -172,13 +172,24 @@ def sharpness_claims(grid: pd.DataFrame, tag: str, small_lrs: int = 2) -> list[C
     return out
 
 
-def claims(table: pd.DataFrame) -> list[Claim]:
+_BOOL_COLUMNS = ("diverged", "converged", "sharpness_converged", "sharpness_init_converged")
+
+
+def grid_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The per-run rows, with their flags as booleans again (a stored table that mixes the grid with
+    the trace comes back with NaN-padded, hence float, flag columns)."""
     grid = table[table.part == "grid"]
+    present = [c for c in _BOOL_COLUMNS if c in grid]
+    return grid.astype({c: bool for c in present})
+
+
+def claims(table: pd.DataFrame) -> list[Claim]:
+    grid = grid_rows(table)
     out = sharpness_claims(grid, "plain L=10")
     trace = table[table.part == "trace"]
     eos_lr = max(trace.lr.unique()) if len(trace) else None
     if eos_lr is not None:
-        g = trace[(trace.lr == eos_lr) & ~trace.diverged]
+        g = trace[(trace.lr == eos_lr) & ~trace.diverged.astype(bool)]
         late = g[g.step >= g.step.max() * 2 / 3]
         ratio = float(late.sharpness_mid.median() * eos_lr / 2) if len(late) else float("nan")
         swing = (float(late.sharpness.min() * eos_lr / 2), float(late.sharpness.max() * eos_lr / 2)) if len(late) \
@@ -198,7 +209,7 @@ def claims(table: pd.DataFrame) -> list[Claim]:
 
 
 def divergence_claims(table: pd.DataFrame) -> list[Claim]:
-    grid = table[table.part == "grid"]
+    grid = grid_rows(table)
     out = []
     r_s, p_s = spearman(grid.scale, grid.diverged)
     out.append(Claim(

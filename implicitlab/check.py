@@ -1,0 +1,97 @@
+"""``implicitlab check``: every experiment's preset through the sweep machinery, one report.
+
+Runs are resumable: each experiment's preset is a sweep point keyed by its config hash in
+``out/implicitlab.sqlite``, so a second call reuses what is stored and only runs what is missing
+(or failed, with ``retry_failed``). Claims and figures are derived afresh from the stored tables
+(``claims`` and ``plot`` read only the table), so the page always reflects the current claim code.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import ConfigError
+from .experiments import Claim, Experiment, experiments
+from .report import ReportEntry, write_report
+from .sweep import Store
+from .sweep.driver import STORE_NAME, run_sweep
+from .sweep.grid import points_for
+
+
+@dataclass
+class CheckResult:
+    entries: list[ReportEntry]
+    report: Path
+    claims_json: Path
+    wall_time_s: float
+
+    @property
+    def claims(self) -> list[dict]:
+        return [c for e in self.entries for c in e.claims]
+
+    @property
+    def all_hold(self) -> bool:
+        return all(c["verdict"] == "holds" for c in self.claims)
+
+
+def select(only: str | None) -> list[Experiment]:
+    """Experiments whose name matches the glob ``only`` (all when None); an error when none do."""
+    exps = [e for name, e in experiments().items() if only is None or fnmatch.fnmatch(name, only)]
+    if not exps:
+        raise ConfigError(f"no experiment matches {only!r}; known: {', '.join(experiments())}")
+    return exps
+
+
+def _svg(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    return buf.getvalue()
+
+
+def check(
+    preset: str = "quick",
+    *,
+    only: str | None = None,
+    out: Path = Path("results"),
+    device: str = "cpu",
+    backend: str | None = None,
+    workers: int = 1,
+    retry_failed: bool = False,
+    progress=None,
+) -> CheckResult:
+    """Run (or reuse) every selected experiment's ``preset``; write ``report.html`` and ``claims.json``."""
+    start = time.perf_counter()
+    exps = select(only)
+    points = [p for e in exps for p in points_for(e, [e.preset(preset)], preset=preset)]  # validates presets
+    before = Store(Path(out) / STORE_NAME)
+    stored = {p.key for p in points if before.statuses(p.experiment.name).get(p.config_hash) == "ok"}
+    before.close()
+    sweep = run_sweep(points, out=out, backend=backend, workers=workers, device=device, retry_failed=retry_failed,
+                      progress=progress)
+    store = sweep.store
+    entries = []
+    for p in points:
+        exp = p.experiment
+        run_id = sweep.run_ids.get(p.key)
+        if run_id is None:
+            error = sweep.errors.get(p.key, "the run failed (see `implicitlab runs`)")
+            failed = Claim("experiment ran", "the experiment runs to completion", "implicitlab", float("nan"), ">=",
+                           1.0, f"no stored result: {error}")
+            entries.append(ReportEntry(exp.name, exp.title, exp.paper, preset, [failed.to_dict()], "<svg></svg>",
+                                       {}, {}, 0.0, exp.description))
+            continue
+        record = store.run_record(run_id)
+        table = store.table(run_id)
+        claims = [c.to_dict() for c in exp.claims(table)]
+        entries.append(ReportEntry(
+            experiment=exp.name, title=exp.title, paper=exp.paper, preset=preset, claims=claims,
+            figure_svg=_svg(exp.plot(table)), config=record.get("config") or {},
+            environment=record.get("environment") or {}, wall_time_s=float(record.get("wall_time_s") or 0.0),
+            description=exp.description, reused=p.key in stored,
+        ))
+    page, claims_json = write_report(entries, Path(out))
+    return CheckResult(entries, page, claims_json, time.perf_counter() - start)
