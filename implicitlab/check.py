@@ -39,8 +39,9 @@ class CheckResult:
 
 
 def select(only: str | None) -> list[Experiment]:
-    """Experiments whose name matches the glob ``only`` (all when None); an error when none do."""
-    exps = [e for name, e in experiments().items() if only is None or fnmatch.fnmatch(name, only)]
+    """Experiments whose name matches the glob ``only`` (all but demos when None); an error when none do."""
+    exps = [e for name, e in experiments().items()
+            if (fnmatch.fnmatch(name, only) if only is not None else "demo" not in e.tags)]
     if not exps:
         raise ConfigError(f"no experiment matches {only!r}; known: {', '.join(experiments())}")
     return exps

@@ -1,4 +1,4 @@
-"""The command line: ``implicitlab list | run | sweep | runs | export``."""
+"""The command line: ``implicitlab list | run | check | sweep | runs | export``."""
 
 from __future__ import annotations
 
@@ -283,6 +283,59 @@ def export(
         _fail(str(exc))
     console.print(f"{len(tidy)} rows × {len(tidy.columns)} columns from {tidy['run_id'].nunique()} runs "
                   f"→ {written}", highlight=False)
+
+
+@app.command("check")
+def check_command(
+    preset: Annotated[str, typer.Option(help="tiny | quick | full")] = "quick",
+    only: Annotated[str | None, typer.Option(help="only experiments matching this glob, e.g. 'mc2024-*'")] = None,
+    out: Annotated[Path, typer.Option(help="results folder: store, report.html, claims.json")] = Path("results"),
+    device: Annotated[str, typer.Option(help="cpu | cuda[:N] | auto")] = "cpu",
+    backend: Annotated[str | None, typer.Option(help="local | process | ray (default: local for 1 worker)")] = None,
+    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+    retry_failed: Annotated[bool, typer.Option(help="rerun experiments whose stored run failed")] = False,
+    fail_on_refuted: Annotated[bool, typer.Option(help="exit 1 when a claim does not hold")] = True,
+    threads: Annotated[int, typer.Option(help="torch CPU threads of the local backend")] = 1,
+) -> None:
+    """Every experiment's preset (resumable), every claim: prints the claims, writes report.html and claims.json."""
+    import torch
+
+    from .check import check, select
+    from .experiments import get as get_experiment
+
+    try:
+        exps = select(only)
+        for e in exps:
+            e.preset(preset)
+        resolve_device(device)
+        if workers < 1 or threads < 1:
+            raise ConfigError("--workers and --threads must be ≥ 1")
+        if backend is not None and backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    except ConfigError as exc:
+        _fail(str(exc))
+    torch.set_num_threads(threads)
+    try:
+        with _bar() as bar:
+            task = bar.add_task(f"check ({preset}, {len(exps)} experiments)", total=len(exps))
+            result = check(preset, only=only, out=out, device=device, backend=backend, workers=workers,
+                           retry_failed=retry_failed, progress=lambda done, total: bar.update(task, completed=done))
+    except KeyboardInterrupt:
+        err_console.print("interrupted: the runs stored so far are kept; rerun the same command to resume",
+                          highlight=False)
+        raise typer.Exit(code=130) from None
+    for e in result.entries:
+        claims = [Claim(**{k: c[k] for k in ("name", "statement", "source", "relation", "bound", "basis")},
+                        measured=float("nan") if c["measured"] is None else c["measured"]) for c in e.claims]
+        reused = ", reused" if e.reused else ""
+        console.print(claims_table(f"{e.experiment} — {get_experiment(e.experiment).paper}  "
+                                   f"[{e.wall_time_s:.1f} s{reused}]", claims))
+    n = len(result.claims)
+    held = sum(c["verdict"] == "holds" for c in result.claims)
+    console.print(f"{held} of {n} claims hold ({result.wall_time_s:.1f} s) — report: {result.report}, "
+                  f"claims: {result.claims_json}", highlight=False)
+    if fail_on_refuted and not result.all_hold:
+        raise typer.Exit(code=1)
 
 
 def main() -> None:  # pragma: no cover - entry point
