@@ -21,6 +21,17 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def _use_data_dir(data_dir: Path | None) -> None:
+    """``--data-dir`` wins over $IMPLICITLAB_DATA; it is passed on as that variable (workers inherit it)."""
+    import os
+
+    if data_dir is None:
+        return
+    if not data_dir.is_dir():
+        _fail(f"--data-dir {data_dir}: not a directory")
+    os.environ["IMPLICITLAB_DATA"] = str(data_dir.resolve())
+
+
 def _fail(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
@@ -61,6 +72,8 @@ def run(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
     out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
     threads: Annotated[int, typer.Option(help="torch CPU threads (small batched ops run fastest on 1)")] = 1,
+    data_dir: Annotated[Path | None, typer.Option(help="data root (CIFAR-10, MNIST); else $IMPLICITLAB_DATA, "
+                                                  "else ../shared/data, else ./data")] = None,
 ) -> None:
     """Run an experiment's preset: store the run, write figure + table + claims, print the claims."""
     import torch
@@ -86,6 +99,7 @@ def run(
         _fail(str(exc))
     if threads < 1:
         _fail(f"--threads must be ≥ 1, got {threads}")
+    _use_data_dir(data_dir)
     torch.set_num_threads(threads)
 
     all_hold = True
@@ -296,6 +310,8 @@ def check_command(
     retry_failed: Annotated[bool, typer.Option(help="rerun experiments whose stored run failed")] = False,
     fail_on_refuted: Annotated[bool, typer.Option(help="exit 1 when a claim does not hold")] = True,
     threads: Annotated[int, typer.Option(help="torch CPU threads of the local backend")] = 1,
+    data_dir: Annotated[Path | None, typer.Option(help="data root (CIFAR-10, MNIST); else $IMPLICITLAB_DATA, "
+                                                  "else ../shared/data, else ./data")] = None,
 ) -> None:
     """Every experiment's preset (resumable), every claim: prints the claims, writes report.html and claims.json."""
     import torch
@@ -314,6 +330,7 @@ def check_command(
             raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     except ConfigError as exc:
         _fail(str(exc))
+    _use_data_dir(data_dir)
     torch.set_num_threads(threads)
     try:
         with _bar() as bar:
