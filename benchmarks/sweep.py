@@ -6,6 +6,9 @@ runs are ``sweep-demo`` (tiny preset: depth-2 linear regression, 300 GD steps) o
 step sizes × seeds — points that differ only in batchable fields, so the last mode trains them as
 one ensemble. The four stored tables are checked to be identical.
 
+"ratio" is serial wall time over the mode's; "runs/s after it" excludes start-up (pool spawn, Ray
+start), the rate a long sweep approaches.
+
 Usage: ``python benchmarks/sweep.py [--points 200] [--workers 2] [--no-ray]``
 """
 
@@ -78,9 +81,10 @@ def main() -> None:
     same = all(t.equals(results[0][3]) for *_, t in results)
     print(f"{len(pts)} sweep-demo tiny runs (300 GD steps each), torch {torch.__version__}, 1 torch thread per "
           f"process, {os.cpu_count()} CPU cores; wall time includes start-up and one store write per run")
+    print(f"{'':<32}  {'wall':>8}  {'ratio':>7}  {'runs/s':>7}  {'first result':>12}  {'runs/s after it':>15}")
     for label, wall, first, _ in results:
-        print(f"{label:<32}: {wall:7.2f} s  ({len(pts) / wall:7.1f} runs/s, first result after {first:5.2f} s)"
-              f"  {serial / wall:6.1f}x serial")
+        steady = (len(pts) - 1) / (wall - first) if wall > first else float("nan")
+        print(f"{label:<32}  {wall:7.2f}s  {serial / wall:6.1f}x  {len(pts) / wall:7.1f}  {first:11.2f}s  {steady:15.1f}")
     print(f"stored tables identical across modes: {'yes' if same else 'NO'}")
 
 
