@@ -58,6 +58,22 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+def first_match(args: tuple, convert, fallback: str) -> Any:
+    """``convert(arg)`` for the first non-None member of a Union that accepts the value.
+
+    Raises the first member's :class:`ConfigError` when none does (``fallback`` if there is none).
+    """
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return convert(arg)
+        except ConfigError as exc:
+            errors.append(str(exc))
+    raise ConfigError(errors[0] if errors else fallback)
+
+
 def _coerce(text: str, tp: Any, key: str) -> Any:
     """Parse ``text`` as a value of type ``tp`` (int, float, bool, str, Literal, tuple, Optional)."""
     origin = get_origin(tp)
@@ -65,15 +81,7 @@ def _coerce(text: str, tp: Any, key: str) -> Any:
         args = get_args(tp)
         if type(None) in args and text.strip().lower() in ("none", "null"):
             return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(text, arg, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{key}: cannot parse {text!r}")
+        return first_match(args, lambda arg: _coerce(text, arg, key), f"{key}: cannot parse {text!r}")
     if origin is Literal:
         choices = get_args(tp)
         for c in choices:

@@ -33,7 +33,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
-from ..config import ConfigError, _coerce, _field_types, config_hash
+from ..config import ConfigError, _coerce, _field_types, config_hash, first_match
 from ..experiments import Experiment, get
 
 SPEC_KEYS = ("experiment", "preset", "set", "grid", "zip", "seeds")
@@ -167,15 +167,7 @@ def coerce_value(value: Any, tp: Any, key: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return coerce_value(value, arg, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+        return first_match(args, lambda arg: coerce_value(value, arg, key), f"{key}: invalid value {value!r}")
     if origin is Literal:
         if value in get_args(tp) and type(value) in {type(c) for c in get_args(tp)}:
             return value

@@ -28,7 +28,7 @@ from ...train import alignment_probe, every, loss_probe, train
 from ..claims import Claim
 from ..registry import Experiment, register
 from .common import SOURCE, GridConfig, problem_from_key, run_grid, spearman
-from .fig1 import plot_grid_panels
+from .fig1 import grid_figure
 
 
 # ------------------------------------------------------------------------------------ Fig. 6
@@ -160,11 +160,7 @@ def claims_gelu(table: pd.DataFrame) -> list[Claim]:
 
 
 def plot_gelu(table: pd.DataFrame):
-    from ...plots import figure
-
-    fig, axes = figure(ncols=2, nrows=1, width=3.8)
-    plot_grid_panels(axes[0, 0], axes[0, 1], table, title_prefix="GELU: ")
-    return fig
+    return grid_figure(table, "GELU: ")
 
 
 GELU = register(Experiment(

@@ -262,6 +262,15 @@ def plot_grid_panels(ax_dist, ax_sharp, grid: pd.DataFrame, title_prefix: str = 
     ax_sharp.legend(ncol=2)
 
 
+def grid_figure(table: pd.DataFrame, title_prefix: str):
+    """Fig. 1(a, b)'s two panels for another grid (residual init, GELU)."""
+    from ...plots import figure
+
+    fig, axes = figure(ncols=2, nrows=1, width=3.8)
+    plot_grid_panels(axes[0, 0], axes[0, 1], table, title_prefix=title_prefix)
+    return fig
+
+
 def plot(table: pd.DataFrame):
     from ...plots import figure
 

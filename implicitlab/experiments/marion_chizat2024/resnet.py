@@ -25,7 +25,7 @@ from ...models import Architecture
 from ..claims import Claim
 from ..registry import Experiment, register
 from .common import SOURCE, GridConfig, run_grid
-from .fig1 import plot_grid_panels, sharpness_claims
+from .fig1 import grid_figure, sharpness_claims
 
 
 _RES = dict(kind="residual", depth=10, n=50, d=5, lrs=(0.005, 0.02, 0.07, 0.1, 0.2), steps=(4_000,) * 5,
@@ -54,11 +54,7 @@ def claims(table: pd.DataFrame) -> list[Claim]:
 
 
 def plot(table: pd.DataFrame):
-    from ...plots import figure
-
-    fig, axes = figure(ncols=2, nrows=1, width=3.8)
-    plot_grid_panels(axes[0, 0], axes[0, 1], table, title_prefix="residual: ")
-    return fig
+    return grid_figure(table, "residual: ")
 
 
 RESNET = register(Experiment(
