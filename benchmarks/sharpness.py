@@ -149,16 +149,53 @@ def solver_rows(H: HessianOperator, lam1: float, starts: int) -> list[tuple]:
     return rows
 
 
-def costs(model: nn.Module, loss: str, X, y) -> dict[str, float]:
-    """Seconds per product (both backends) and per gradient, all with the same chunks."""
+def costs(model: nn.Module, loss: str, X, y, repeats: int = 7) -> dict[str, float]:
+    """Seconds per gradient and per product, all with the same chunks, interleaved ``repeats`` times.
+
+    Products: recomputed by each backend (forward-over-reverse ``torch.func``; double backward),
+    and through the kept gradient graph (the default; a Lanczos run's products after its first),
+    plus the one-off cost of building those graphs at a new θ (forward + backward with
+    ``create_graph``) — what a warm-started estimate pays once per point of training.
+    """
     v = torch.randn(sum(p.numel() for p in model.parameters()), dtype=torch.float64, device=X.device)
-    func = HessianOperator(model, loss, X, y, backend="func", check_determinism=False)
-    autograd = HessianOperator(model, loss, X, y, backend="autograd", check_determinism=False)
-    return {
-        "gradient": median_time(func.loss_and_gradient),
-        "hvp func": median_time(lambda: func @ v),
-        "hvp autograd": median_time(lambda: autograd @ v),
+    kw = dict(check_determinism=False)
+    func = HessianOperator(model, loss, X, y, backend="func", reuse="none", **kw)
+    autograd = HessianOperator(model, loss, X, y, backend="autograd", reuse="none", **kw)
+    reused = HessianOperator(model, loss, X, y, **kw)
+    linear = HessianOperator(model, loss, X, y, reuse="linearized", **kw)
+    began = time.perf_counter()
+    linear @ v  # traces the program (once per chunk shape) and checks it against a recomputed product
+    trace_seconds = time.perf_counter() - began
+
+    def build(op: HessianOperator) -> None:
+        op.release_graphs()
+        op._current_graphs()
+
+    tasks = {
+        "gradient": func.loss_and_gradient,
+        "hvp func": lambda: func @ v,
+        "hvp autograd": lambda: autograd @ v,
+        "graph build": lambda: build(reused),
+        "hvp reused": lambda: reused @ v,  # after "graph build": the graphs are kept
+        "primal run": lambda: build(linear),
+        "hvp linearized": lambda: linear @ v,  # after "primal run"
     }
+    times: dict[str, list[float]] = {name: [] for name in tasks}
+    for fn in tasks.values():
+        fn()  # warm-up
+    for _ in range(repeats):
+        for name, fn in tasks.items():
+            synchronize()
+            start = time.perf_counter()
+            fn()
+            synchronize()
+            times[name].append(time.perf_counter() - start)
+    for op, want in ((reused, "graph"), (linear, "linearized")):
+        if op.reuse_status != want:
+            raise RuntimeError(f"reuse {want!r} fell back: {op.reuse_status}")
+    out = {name: statistics.median(t) for name, t in times.items()}
+    out["trace"] = trace_seconds
+    return out
 
 
 def report_point(title: str, model: nn.Module, loss: str, X, y, starts: int) -> None:
@@ -179,9 +216,17 @@ def report_point(title: str, model: nn.Module, loss: str, X, y, starts: int) -> 
           f"gap {rows[2][1] / base_products:.2f}, "
           f"ARPACK {rows[3][1] / base_products:.2f}")
     cost = costs(model, loss, X, y)
-    print(f"one product / one gradient: func {cost['hvp func'] / cost['gradient']:.2f}, autograd "
-          f"{cost['hvp autograd'] / cost['gradient']:.2f} (gradient {1e3 * cost['gradient']:.1f} ms, product "
-          f"{1e3 * cost['hvp func']:.1f} ms func / {1e3 * cost['hvp autograd']:.1f} ms autograd)")
+    g = cost["gradient"]
+    print(f"one product / one gradient (gradient {1e3 * g:.1f} ms): linearized {cost['hvp linearized'] / g:.2f}, "
+          f"kept graph (default) {cost['hvp reused'] / g:.2f}, recomputed by torch.func {cost['hvp func'] / g:.2f}, "
+          f"by double backward {cost['hvp autograd'] / g:.2f}")
+    print(f"   once per θ: primal run (linearized) {cost['primal run'] / g:.2f}, graph build {cost['graph build'] / g:.2f} "
+          f"gradients; once per operator: the linearized trace {cost['trace']:.2f} s = {cost['trace'] / g:.0f} gradients")
+    for m in (4, 16):
+        kept = (cost["graph build"] + m * cost["hvp reused"]) / m
+        lin = (cost["primal run"] + m * cost["hvp linearized"]) / m
+        print(f"   an {m}-product solve, per-θ work included: {lin / g:.2f} (linearized), {kept / g:.2f} (kept graph) "
+              "gradients per product")
 
 
 def report_warm(title: str, model: nn.Module, loss: str, X, y, lr: float, steps: int, every: int) -> None:

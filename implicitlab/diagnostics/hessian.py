@@ -27,6 +27,29 @@ so memory is that of one chunk whatever N. ``backend="autograd"`` computes ∇²
 of ⟨∇R_c, v⟩ (double backward) instead; ``"auto"`` uses ``torch.func`` and falls back to double
 backward for models that ``torch.func`` cannot transform.
 
+**Reuse across products** (``reuse``). Every product at the same θ repeats the same forward and
+first backward pass; only the tangent part depends on v, and Lanczos asks for many products at
+one θ. So the first product at a given θ does the primal work once per chunk and keeps it:
+
+- ``"graph"`` (default): ∇R_c with ``create_graph=True`` and its autograd graph; each product is
+  one backward pass ∇²R_c v = ∂⟨∇R_c, v⟩/∂θ through it (``retain_graph=True``) — PyHessian's way.
+  Costs nothing to set up (one gradient per θ).
+- ``"linearized"``: a forward-over-reverse program traced once per chunk shape and split into a
+  primal part, run once per θ, and a tangent part, run per product
+  (:mod:`implicitlab.diagnostics.linearized`). The cheapest products on convolutional nets (about
+  1.8–2.1 gradients on the benchmark CNN on a CPU, against 2.6–3.0 for ``"graph"`` and 3.1–3.6
+  recomputed; ``benchmarks/sharpness.py``), for a trace of a few seconds per chunk shape: the
+  choice for following sharpness along training. Checked once against a recomputed product.
+  Falls back to ``"graph"`` (saying why in ``reuse_status``) for models it cannot trace.
+- ``"none"``: recompute every product with ``backend``.
+
+What is kept holds the activations of the whole data set, so it is kept only while it stays
+under ``graph_memory`` bytes (default 1 GiB; autograd's saved tensors, or the boundary values,
+counted as they are built); past it the operator recomputes every product. The kept state is
+rebuilt whenever the model's parameters, buffers or train/eval mode differ from those it was
+built at (compared by value, so ``p.data`` edits are seen too). The determinism probe never
+reuses anything.
+
 The operator reads the model's *current* parameters at each product, so one operator follows a
 model while it trains (a sharpness probe is built once and warm-started from step to step).
 
@@ -53,6 +76,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp
 
 from .. import losses as _losses
+from .linearized import TangentProgram
 
 # torch's forward-mode AD registers its jvp decompositions on the first dual tensor, through
 # torch.jit.script, which is deprecated and warns (an error under warnings-as-errors, and noise
@@ -65,8 +89,10 @@ if _load_jvp_decompositions is not None:  # a private torch hook: absent in some
 
 LossSpec = Union[str, Callable[[Tensor, Tensor], Tensor]]
 
+DEFAULT_GRAPH_MEMORY = 2**30  # bytes of saved tensors the reused gradient graphs may hold
 DEFAULT_CHUNK_SIZE = 256  # examples per chunk: bounds memory; CPU-cache friendly (raise it on a GPU)
 _BACKENDS = ("auto", "func", "autograd")
+_REUSE = ("graph", "linearized", "none")
 _SUSPECT_MODULES = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
 
 
@@ -158,8 +184,12 @@ def iterate_chunks(data, chunk_size: int, device: torch.device, dtype: torch.dty
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
             raise TypeError(f"a data loader must yield (X, y) pairs, got {type(batch).__name__}")
         Xb, yb = batch
-        for start in range(0, Xb.shape[0], chunk_size):
-            yield move(Xb[start : start + chunk_size]), move(yb[start : start + chunk_size])
+        # balanced: ⌈n/⌈n/chunk_size⌉⌉ examples per chunk (1000 at 256 → 4 × 250, not 3 × 256 + 232),
+        # so chunks share one shape as often as possible (one trace for the linearized program)
+        n = int(Xb.shape[0])
+        size = -(-n // max(1, -(-n // chunk_size)))
+        for start in range(0, n, size):
+            yield move(Xb[start : start + size]), move(yb[start : start + size])
 
 
 class HessianOperator:
@@ -181,10 +211,15 @@ class HessianOperator:
         check_determinism: run the determinism probe (two products) at construction.
         probe_rtol: relative tolerance of the probe (default √ε of the dtype: 1.5e-8 in float64).
         seed: seed of the probe's random vector.
+        reuse: what is kept between products at the same parameters: ``"graph"`` (default),
+            ``"linearized"`` or ``"none"`` (module docstring).
+        graph_memory: bytes the kept state may hold (default 1 GiB); beyond it, recompute.
 
     Attributes:
         shape: ``(D, D)``; dtype, device: those of the parameters; num_matvecs: products so far
-        (the probe's two included); backend: the backend in use once the first product ran.
+        (the probe's two included); backend: the backend in use once the first product ran;
+        reuse_status: ``reuse``'s value in force, or ``"none: <reason>"`` / ``"graph: <reason>"``
+        after a fallback; graph_bytes: bytes the kept state holds (0 when nothing is kept).
     """
 
     def __init__(
@@ -200,9 +235,13 @@ class HessianOperator:
         check_determinism: bool = True,
         probe_rtol: float | None = None,
         seed: int = 0,
+        reuse: str = "graph",
+        graph_memory: int = DEFAULT_GRAPH_MEMORY,
     ) -> None:
         if backend not in _BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {list(_BACKENDS)}")
+        if reuse not in _REUSE:
+            raise ValueError(f"unknown reuse {reuse!r}; choose one of {list(_REUSE)}")
         chunk_size = DEFAULT_CHUNK_SIZE if chunk_size is None else int(chunk_size)
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
@@ -222,6 +261,15 @@ class HessianOperator:
         self.num_matvecs = 0
         self.columns_per_pass = 32  # columns of H @ V batched in one vmapped pass (memory × this)
         self._data, self.num_examples = check_data(X, y)
+        self.reuse = reuse
+        self.reuse_status = reuse
+        self.graph_memory = int(graph_memory)
+        self.graph_bytes = 0
+        self._programs: dict[tuple, TangentProgram] = {}
+        self._verified = False
+        self._graphs: list[_ChunkGraph | _LinearizedChunk] | None = None
+        self._graph_state: list[Tensor] | None = None
+        self._graph_training: bool | None = None
         if check_determinism:
             self._probe(probe_rtol, seed)
 
@@ -282,28 +330,148 @@ class HessianOperator:
         rows = [self._chunk_hvp(params, {n: t[i] for n, t in tangents.items()}, Xc, yc) for i in range(m)]
         return {n: torch.stack([r[n] for r in rows]) for n in self._names}
 
-    def _products(self, V: Tensor) -> Tensor:
+    def _products(self, V: Tensor, reuse: bool = True) -> Tensor:
         """H vᵢ for the rows vᵢ of ``V`` ``(m, D)`` (operator device and dtype) → ``(m, D)``."""
         m = V.shape[0]
-        params = self._params()
         parts = torch.split(V, self._numels, dim=1)
         tangents = {n: p.reshape(m, *s) for n, p, s in zip(self._names, parts, self._shapes)}
         total = torch.zeros(m, self.dim, dtype=self.dtype, device=self.device)
         count = 0
-        for Xc, yc in self.chunks():
-            n_c = int(Xc.shape[0])
-            hv = self._chunk_hvps(params, tangents, Xc, yc, m)
-            total += n_c * torch.cat([hv[n].reshape(m, -1) for n in self._names], dim=1)
-            count += n_c
+        graphs = self._current_graphs() if reuse and not self.reuse_status.startswith("none") else None
+        if graphs is not None:
+            for graph in graphs:
+                total += graph.n * graph.hvps(tangents, m)
+                count += graph.n
+        else:
+            params = self._params()
+            for Xc, yc in self.chunks():
+                n_c = int(Xc.shape[0])
+                hv = self._chunk_hvps(params, tangents, Xc, yc, m)
+                total += n_c * torch.cat([hv[n].reshape(m, -1) for n in self._names], dim=1)
+                count += n_c
         if count == 0:
             raise ValueError("the data set is empty (the loader yielded no examples)")
         self.num_examples = count
         self.num_matvecs += m
         return total if self.reduction == "sum" else total / count
 
-    def _matvec(self, v: Tensor) -> Tensor:
-        return self._products(v.unsqueeze(0))[0]
+    def _matvec(self, v: Tensor, reuse: bool = True) -> Tensor:
+        return self._products(v.unsqueeze(0), reuse)[0]
 
+    # ------------------------------------------------------------------- graph reuse ---
+    def _state(self) -> list[Tensor]:
+        """Everything the function of θ depends on besides θ's trainable part: all parameters
+        (frozen ones included) and buffers, by value."""
+        return [t.detach() for t in self.model.parameters()] + [b.detach() for b in self.model.buffers()]
+
+    def _state_unchanged(self) -> bool:
+        if self._graph_state is None or self._graph_training != self.model.training:
+            return False
+        now = self._state()
+        return len(now) == len(self._graph_state) and all(
+            a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
+            for a, b in zip(now, self._graph_state)
+        )
+
+    def release_graphs(self) -> None:
+        """Drop the kept gradient graphs (their memory); the next product rebuilds them."""
+        self._graphs, self._graph_state, self.graph_bytes = None, None, 0
+
+    def _current_graphs(self) -> list[_ChunkGraph | _LinearizedChunk] | None:
+        """The kept per-chunk state at the current parameters: kept already, or built now.
+
+        None when reuse is off. Past ``graph_memory`` bytes reuse is switched off for good; a model
+        the linearized program cannot handle falls back to ``"graph"``; ``reuse_status`` says why."""
+        if self._graphs is not None and self._state_unchanged():
+            return self._graphs
+        self.release_graphs()
+        linearized = self.reuse_status == "linearized"
+        try:
+            graphs = self._build_linearized() if linearized else self._build_graphs()
+        except (RuntimeError, NotImplementedError, TypeError, ValueError) as err:
+            if isinstance(err, ValueError) and "empty" in str(err):
+                raise
+            if not linearized:  # not twice differentiable by autograd
+                self.reuse_status = f"none: building the gradient graph failed ({type(err).__name__}: {err})"
+                return None
+            self.reuse_status = f"graph: the linearized program failed ({type(err).__name__}: {err})"
+            return self._current_graphs()
+        if graphs is None:
+            return None
+        if not graphs:
+            raise ValueError("the data set is empty (the loader yielded no examples)")
+        if linearized and not self._verified and not self._verify(graphs):
+            return self._current_graphs()
+        self._graphs = graphs
+        self.graph_bytes = sum(g.saved_bytes for g in graphs)
+        self._graph_state = [t.clone() for t in self._state()]
+        self._graph_training = self.model.training
+        return graphs
+
+    def _over_budget(self, used: int, chunks: int) -> bool:
+        if used <= self.graph_memory:
+            return False
+        self.reuse_status = (
+            f"none: the kept state exceeds graph_memory = {self.graph_memory} bytes ({used} bytes "
+            f"after {chunks} chunks); every product is recomputed"
+        )
+        return True
+
+    def _build_graphs(self) -> list[_ChunkGraph] | None:
+        params = self._params()
+        graphs: list[_ChunkGraph] = []
+        used = 0
+        for Xc, yc in self.chunks():
+            graphs.append(_ChunkGraph.build(self, params, Xc, yc))
+            used += graphs[-1].saved_bytes
+            if self._over_budget(used, len(graphs)):
+                return None
+        return graphs
+
+    def _build_linearized(self) -> list[_LinearizedChunk] | None:
+        params = self._params()
+        everything = {**self._constants(), **params}
+        chunks: list[_LinearizedChunk] = []
+        used = 0
+        for Xc, yc in self.chunks():
+            key = (tuple(Xc.shape), Xc.dtype, tuple(yc.shape), yc.dtype)
+            if key not in self._programs:
+                tangents = {n: torch.zeros_like(p) for n, p in params.items()}
+                self._programs[key] = TangentProgram(
+                    lambda q, Xb, yb: self.loss_fn(functional_call(self.model, q, (Xb,)), yb),
+                    self._names, list(self._constants()), (everything, tangents, Xc, yc),
+                )
+            program = self._programs[key]
+            boundary = program.bind(everything, Xc, yc)
+            size = sum(b.numel() * b.element_size() for b in boundary if isinstance(b, Tensor))
+            chunks.append(_LinearizedChunk(self._names, program, boundary, int(Xc.shape[0]), size))
+            used += size
+            if self._over_budget(used, len(chunks)):
+                return None
+        return chunks
+
+    def _constants(self) -> dict[str, Tensor]:
+        """The model's frozen parameters and buffers by name: inputs of the linearized program."""
+        trainable = set(self._names)
+        fixed = {n: p.detach() for n, p in self.model.named_parameters() if n not in trainable}
+        fixed.update({n: b.detach() for n, b in self.model.named_buffers()})
+        return fixed
+
+    def _verify(self, chunks: list[_LinearizedChunk]) -> bool:
+        """One product through the linearized program against a recomputed one (√ε relative)."""
+        gen = torch.Generator(device=self.device).manual_seed(12345)
+        v = torch.randn(1, self.dim, generator=gen, device=self.device, dtype=self.dtype)
+        tangents = {n: p.reshape(1, *s) for n, p, s in zip(self._names, torch.split(v, self._numels, dim=1), self._shapes)}
+        fast = sum(c.n * c.hvps(tangents, 1) for c in chunks)
+        slow = self._products(v, reuse=False) * (1.0 if self.reduction == "sum" else self.num_examples)
+        self.num_matvecs -= 1  # the check is not the caller's product
+        tol = float(torch.finfo(self.dtype).eps) ** 0.5
+        diff = float(torch.linalg.vector_norm(fast - slow))
+        if diff > tol * float(torch.linalg.vector_norm(slow)):
+            self.reuse_status = f"graph: the linearized product disagreed with a recomputed one ({diff:.2e})"
+            return False
+        self._verified = True
+        return True
     def matvec(self, v: Tensor) -> Tensor:
         """H v for ``v`` ``(D,)``, or H V for ``(D, m)`` (m products, vmapped over blocks of columns)."""
         if not isinstance(v, Tensor):
@@ -360,8 +528,8 @@ class HessianOperator:
         v = torch.randn(self.dim, generator=gen, device=self.device, dtype=self.dtype)
         buffers = {n: b.detach().clone() for n, b in self.model.named_buffers()}
         try:
-            first = self._matvec(v)
-            second = self._matvec(v)
+            first = self._matvec(v, reuse=False)
+            second = self._matvec(v, reuse=False)
         finally:
             changed = self._restore_buffers(buffers)
         suspects = self._suspect_modules()
@@ -410,7 +578,87 @@ class HessianOperator:
         )
 
 
+class _ChunkGraph:
+    """One chunk's gradient ∇R_c(θ) with its autograd graph kept, for repeated products at θ.
+
+    ``leaves`` are copies of θ (so in-place updates of the model cannot corrupt the graph);
+    ``hvps`` is one backward pass of ⟨∇R_c, v⟩ per tangent, batched over m tangents with
+    ``is_grads_batched`` (vmap over the backward) when autograd allows it.
+    """
+
+    def __init__(self, names, leaves, grads, n: int, saved_bytes: int) -> None:
+        self.names, self.leaves, self.n, self.saved_bytes = names, leaves, n, saved_bytes
+        # gradients that do not depend on θ (a loss linear in those parameters) add nothing to H v
+        self.live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+        self.grads = [grads[i] for i in self.live]
+        self.batched = True
+
+    @classmethod
+    def build(cls, op: HessianOperator, params: dict[str, Tensor], Xc: Tensor, yc: Tensor) -> _ChunkGraph:
+        leaves = [params[n].clone().requires_grad_(True) for n in op._names]
+        seen: dict[tuple, int] = {}
+
+        def pack(t: Tensor) -> Tensor:  # count each saved storage once
+            try:
+                key = (t.untyped_storage().data_ptr(), t.device)
+                seen.setdefault(key, t.untyped_storage().nbytes())
+            except (RuntimeError, NotImplementedError):  # tensors without storage (e.g. sparse)
+                seen[(id(t), t.device)] = t.numel() * t.element_size()
+            return t
+
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            value = op._chunk_loss(dict(zip(op._names, leaves)), Xc, yc)
+            grads = torch.autograd.grad(value, leaves, create_graph=True, allow_unused=True)
+        return cls(op._names, leaves, list(grads), int(Xc.shape[0]), sum(seen.values()))
+
+    def hvps(self, tangents: dict[str, Tensor], m: int) -> Tensor:
+        """∇²R_c vᵢ for the m tangents (leading dimension m) → ``(m, D)``."""
+        out = [torch.zeros((m, *leaf.shape), dtype=leaf.dtype, device=leaf.device) for leaf in self.leaves]
+        if self.live:
+            outputs = [tangents[self.names[i]] for i in self.live]
+            if m > 1 and self.batched:
+                try:
+                    hv = self._backward(outputs, batched=True)
+                except (RuntimeError, NotImplementedError):  # an op vmap cannot batch: one at a time
+                    self.batched = False
+            if m == 1 or not self.batched:
+                rows = [self._backward([t[j] for t in outputs], batched=False) for j in range(m)]
+                hv = [None if rows[0][i] is None else torch.stack([r[i] for r in rows]) for i in range(len(rows[0]))]
+            out = [o if h is None else h for o, h in zip(out, hv)]
+        return torch.cat([o.reshape(m, -1) for o in out], dim=1)
+
+    def _backward(self, outputs: list[Tensor], batched: bool) -> tuple:
+        return torch.autograd.grad(
+            self.grads, self.leaves, grad_outputs=outputs, retain_graph=True, allow_unused=True,
+            is_grads_batched=batched,
+        )
+
+
+class _LinearizedChunk:
+    """One chunk's boundary values at θ and the tangent program that turns v into ∇²R_c v."""
+
+    def __init__(self, names, program: TangentProgram, boundary: list[Tensor], n: int, saved_bytes: int) -> None:
+        self.names, self.program, self.boundary, self.n, self.saved_bytes = names, program, boundary, n, saved_bytes
+        self.batched = True
+
+    def hvps(self, tangents: dict[str, Tensor], m: int) -> Tensor:
+        """∇²R_c vᵢ for the m tangents (leading dimension m) → ``(m, D)``."""
+        inputs = [tangents[n] for n in self.names]
+        if m > 1 and self.batched:
+            try:
+                out = torch.func.vmap(lambda *t: self.program.apply(self.boundary, list(t)))(*inputs)
+                return torch.cat([o.reshape(m, -1) for o in out], dim=1)
+            except (RuntimeError, NotImplementedError):  # an op vmap cannot batch: one at a time
+                self.batched = False
+        rows = []
+        for j in range(m):
+            out = self.program.apply(self.boundary, [t[j] for t in inputs])
+            rows.append(torch.cat([o.reshape(-1) for o in out]))
+        return torch.stack(rows)
+
+
 def hessian_vector_product(model: nn.Module, loss: LossSpec, X, y, v: Tensor, **kwargs) -> Tensor:
     """One product H v ``(D,)`` (no determinism probe); see :class:`HessianOperator` for arguments."""
     kwargs.setdefault("check_determinism", False)
+    kwargs.setdefault("reuse", "none")  # one product: nothing to reuse
     return HessianOperator(model, loss, X, y, **kwargs) @ v

@@ -76,15 +76,82 @@ def as_matrix(H: HessianOperator) -> torch.Tensor:
     return H @ torch.eye(H.dim, dtype=H.dtype)
 
 
+@pytest.mark.parametrize("reuse", ["graph", "linearized", "none"])
 @pytest.mark.parametrize("arch", [mlp, cnn, deep_linear], ids=["mlp", "cnn", "deep_linear"])
 @pytest.mark.parametrize("loss", ["square", "exp", "logistic", "ce"])
-def test_products_match_dense_hessian(arch, loss):
+def test_products_match_dense_hessian(arch, loss, reuse):
     model, X, y = make_problem(arch, loss)
-    H = HessianOperator(model, loss, X, y, chunk_size=7)  # chunks of 7, 7, 6: weights matter
+    H = HessianOperator(model, loss, X, y, chunk_size=7, reuse=reuse)  # chunks 7, 7, 6: weights matter
     ref = dense_hessian(model, reference_loss(loss), X, y)
-    got = as_matrix(H)
+    got = as_matrix(H)  # 32 columns per pass: batched (vmapped) products
+    single = H @ torch.eye(H.dim, dtype=H.dtype)[:, 0]  # one column: the unbatched path
     assert got.dtype == torch.float64 and H.backend == "func"
+    assert H.reuse_status == reuse and (H.graph_bytes > 0) == (reuse != "none")
     torch.testing.assert_close(got, ref, rtol=RTOL, atol=RTOL * float(ref.abs().max()))
+    torch.testing.assert_close(single, ref[:, 0], rtol=RTOL, atol=RTOL * float(ref.abs().max()))
+
+
+@pytest.mark.parametrize("reuse", ["graph", "linearized"])
+def test_kept_state_follows_the_parameters(reuse):
+    """What is kept is rebuilt after an optimizer step, a ``p.data`` edit and a frozen-parameter
+    change; each product then equals a fresh operator's (never a stale one)."""
+    model, X, y = make_problem(cnn, "ce")
+    H = HessianOperator(model, "ce", X, y, chunk_size=7, reuse=reuse)
+    v = torch.randn(H.dim, dtype=torch.float64)
+    fresh = lambda: HessianOperator(model, "ce", X, y, reuse="none", check_determinism=False) @ v  # noqa: E731
+    first = H @ v
+    torch.testing.assert_close(first, fresh(), rtol=RTOL, atol=1e-14)
+    kept = H._graphs
+    assert torch.equal(H @ v, first) and H._graphs is kept  # same θ: the kept state is reused
+    assert H.reuse_status == reuse
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    F.cross_entropy(model(X), y).backward()
+    opt.step()
+    after_step = H @ v
+    assert H._graphs is not kept and not torch.allclose(after_step, first)
+    torch.testing.assert_close(after_step, fresh(), rtol=RTOL, atol=1e-14)
+    model[0].weight.data.mul_(1.5)  # .data: no autograd version bump, still seen
+    torch.testing.assert_close(H @ v, fresh(), rtol=RTOL, atol=1e-14)
+    model[0].bias.requires_grad_(False)  # frozen parameters are constants of H, compared too
+    H2 = HessianOperator(model, "ce", X, y, chunk_size=7, reuse=reuse)
+    w = torch.randn(H2.dim, dtype=torch.float64)
+    before = H2 @ w
+    with torch.no_grad():
+        model[0].bias.add_(1.0)
+    expected = HessianOperator(model, "ce", X, y, reuse="none", check_determinism=False) @ w
+    assert not torch.allclose(expected, before)
+    torch.testing.assert_close(H2 @ w, expected, rtol=RTOL, atol=1e-14)
+
+
+class SignBranch(nn.Module):
+    """A forward with a Python branch on a value: a trace would freeze the branch taken."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x):
+        out = self.lin(x)
+        return torch.tanh(out) if out.sum() > 0 else out.square()
+
+
+def test_linearized_falls_back_for_data_dependent_control_flow():
+    torch.manual_seed(0)
+    model = SignBranch().double()
+    X, y = torch.randn(10, 4, dtype=torch.float64), torch.randint(0, 3, (10,))
+    H = HessianOperator(model, "ce", X, y, reuse="linearized")
+    ref = dense_hessian(model, reference_loss("ce"), X, y)
+    torch.testing.assert_close(as_matrix(H), ref, rtol=RTOL, atol=RTOL * float(ref.abs().max()))
+    assert H.reuse_status.startswith("graph: the linearized program failed"), H.reuse_status
+
+
+def test_graph_memory_limit_falls_back_to_recomputing():
+    model, X, y = make_problem(mlp, "ce")
+    H = HessianOperator(model, "ce", X, y, chunk_size=7, graph_memory=1)
+    ref = dense_hessian(model, reference_loss("ce"), X, y)
+    torch.testing.assert_close(as_matrix(H), ref, rtol=RTOL, atol=RTOL * float(ref.abs().max()))
+    assert H.reuse_status.startswith("none: the kept state exceeds graph_memory = 1 bytes")
+    assert H._graphs is None and H.graph_bytes == 0
 
 
 def test_double_backward_fallback_matches():
