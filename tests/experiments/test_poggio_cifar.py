@@ -144,6 +144,48 @@ def test_sgd_is_deterministic_and_learns(arrays):
     assert cifar.evaluate(model, data.x, data.y).loss < before
 
 
+def test_prepare_stores_images_channels_last_on_the_cpu(arrays):
+    data = cifar.prepare(arrays, 20, n_test=10)
+    assert cifar.preferred_memory_format("cpu") == torch.channels_last
+    assert data.x.is_contiguous(memory_format=torch.channels_last) and not data.x.is_contiguous()
+    assert data.x_test.is_contiguous(memory_format=torch.channels_last)
+    plain = cifar.prepare(arrays, 20, n_test=10, memory_format=torch.contiguous_format)
+    assert plain.x.is_contiguous() and torch.equal(plain.x, data.x) and torch.equal(plain.x_test, data.x_test)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_gather_rows_is_indexing_in_the_same_layout(memory_format):
+    x = torch.randn(7, 3, 4, 5).contiguous(memory_format=memory_format)
+    idx = torch.tensor([4, 0, 4, 6])
+    rows = cifar.gather_rows(x, idx)
+    assert torch.equal(rows, x[idx]) and rows.is_contiguous(memory_format=memory_format)
+    assert torch.equal(cifar.gather_rows(x[:, :1], idx), x[idx, :1])  # one channel: both layouts at once
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_on_channels_last_data_matches_contiguous(arrays, momentum):
+    runs = []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        data = cifar.prepare(arrays, 60, memory_format=memory_format)
+        model = cifar.build_model(poggio_fig1_net, 0, dtype=torch.float32, device="cpu")
+        cifar.fit(model, data, epochs=5, batch_size=10, lr=0.02, momentum=momentum, seed=4)
+        runs.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(runs[1], runs[0], rtol=1e-4, atol=1e-5)  # the same SGD, up to float rounding
+
+
+def test_make_optimizer_is_the_reference_sgd_bit_for_bit(arrays):
+    data = cifar.prepare(arrays, 40)
+    runs = []
+    for make in (lambda m: cifar.make_optimizer(m, 0.02, 0.9), lambda m: torch.optim.SGD(m.parameters(), lr=0.02,
+                                                                                       momentum=0.9, foreach=False)):
+        model = cifar.build_model(poggio_fig1_net, 0, dtype=torch.float32, device="cpu")
+        opt, gen = make(model), torch.Generator().manual_seed(1)
+        for _ in range(3):
+            cifar.run_epoch(model, opt, data.x, data.y, batch_size=10, generator=gen)
+        runs.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(runs[0], runs[1])
+
+
 # --------------------------------------------------------------------------- experiments
 
 
