@@ -440,12 +440,13 @@ def sharpness(
     criterion: str = "residual",
     reduction: str = "mean",
     check_determinism: bool = True,
+    reuse: str = "graph",
     seed: int = 0,
 ) -> EigenResult:
     """Sharpness: the top-k Hessian eigenvalues of a model's data-set loss, with residuals.
 
     Builds a :class:`~implicitlab.diagnostics.hessian.HessianOperator` (``loss``, ``X``, ``y``,
-    ``chunk_size``, ``reduction`` as there; its determinism probe costs two products, not counted
+    ``chunk_size``, ``reduction``, ``reuse`` as there; its determinism probe costs two products, not counted
     in ``num_matvecs``) and runs :func:`lanczos_eigenpairs` (``k``, ``which``, ``tol``, ``v0``,
     ``max_matvecs``, ``criterion`` as there). To follow a model along training, build the
     operator once and call :func:`lanczos_eigenpairs` with ``v0=previous.vectors``.
@@ -456,7 +457,7 @@ def sharpness(
     """
     H = HessianOperator(
         model, loss, X, y, chunk_size=chunk_size, reduction=reduction,
-        check_determinism=check_determinism, seed=seed,
+        check_determinism=check_determinism, reuse=reuse, seed=seed,
     )
     _check_common(H, k, which, tol, criterion)
     return lanczos_eigenpairs(

@@ -73,9 +73,10 @@ def test_explicit_residuals_cost_k_products(mlp_problem):
     torch.testing.assert_close(explicit.residuals, explicit_residuals(dense, explicit), rtol=1e-6, atol=1e-15)
 
 
-def test_sharpness_end_to_end(mlp_problem):
+@pytest.mark.parametrize("reuse", ["graph", "linearized", "none"])
+def test_sharpness_end_to_end(mlp_problem, reuse):
     model, X, y, _, ref, _ = mlp_problem
-    res = sharpness(model, "ce", X, y, k=2, tol=1e-10, chunk_size=11)
+    res = sharpness(model, "ce", X, y, k=2, tol=1e-10, chunk_size=11, reuse=reuse)
     torch.testing.assert_close(res.values, ref.flip(0)[:2], rtol=EIG_RTOL, atol=0.0)
     assert "all converged" in repr(res)
 
