@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 
 from .diagnostics import (
     HessianOperator,
+    SharpnessTracker,
     alignment,
     ensemble_sharpness,
     explicit_hessian,
@@ -39,6 +40,7 @@ from .train import every, log_spaced, train
 __all__ = [
     "Architecture",
     "HessianOperator",
+    "SharpnessTracker",
     "deep_linear_sharpness_bound",
     "ensemble_sharpness",
     "explicit_hessian",

@@ -21,6 +21,7 @@ from .spectrum import (
     slq_spectral_density,
     spectrum_counts,
 )
+from .tracking import SharpnessTracker
 from .margin import min_margin, normalized_margin
 from .norms import LayerNorms, layer_norms
 from .weights import layer_weights
@@ -33,6 +34,7 @@ __all__ = [
     "MidpointSharpnessProbe",
     "NondeterministicHessianError",
     "SharpnessProbe",
+    "SharpnessTracker",
     "SpectralDensity",
     "SpectrumCounts",
     "TraceEstimate",
