@@ -1,8 +1,10 @@
 """The SQLite store: one transaction per run, tables round-trip, failures recorded."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
+import implicitlab.sweep.store as store_module
 from implicitlab.config import config_hash
 from implicitlab.experiments.poggio2018.fig7 import Fig7Config
 from implicitlab.sweep import Store
@@ -26,15 +28,40 @@ def test_round_trip(tmp_path):
     assert list(store.runs().experiment) == ["e"]
 
 
-def test_a_failed_table_write_leaves_no_run(tmp_path):
+def test_tables_round_trip_bit_for_bit(tmp_path):
+    """float64 values come back as the same doubles (pandas' JSON writer keeps 15 digits)."""
+    store = Store(tmp_path / "s.sqlite")
+    floats = [0.1 + 0.2, 1 / 3, 5e-324, 1.0000000000000002, float("nan"), float("inf"), -float("inf"), -0.0]
+    table = pd.DataFrame({
+        "f": floats,
+        "i": np.arange(8, dtype=np.int64) * 10**15 + 1,
+        "b": [True, False] * 4,
+        "s": list("abcdefgh"),
+        "o": [None, "x", 1.5, None, "y", 2, "z", None],
+        "f32": np.float32([1.1] * 8),
+    })
+    back = store.table(_write(store, table=table))
+    pd.testing.assert_frame_equal(back, table)
+    assert np.array_equal(back["f"].to_numpy().view(np.int64), table["f"].to_numpy().view(np.int64))
+
+
+def test_tables_of_older_stores_still_read(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    run_id = _write(store)
+    legacy = pd.DataFrame({"x": [1, 2], "y": [0.5, 0.25]}).to_json(orient="split", index=False, double_precision=15)
+    store._connect().execute("INSERT INTO tables (run_id, name, data) VALUES (?,?,?)", (run_id, "results", legacy))
+    pd.testing.assert_frame_equal(store.table(run_id), pd.DataFrame({"x": [1, 2], "y": [0.5, 0.25]}))
+
+
+def test_a_failed_table_write_leaves_no_run(tmp_path, monkeypatch):
     store = Store(tmp_path / "s.sqlite")
 
-    class Broken(pd.DataFrame):
-        def to_json(self, *a, **k):
-            raise RuntimeError("disk full")
+    def broken(table):
+        raise RuntimeError("disk full")
 
+    monkeypatch.setattr(store_module, "encode_table", broken)
     with pytest.raises(RuntimeError):
-        _write(store, table=Broken({"x": [1]}))
+        _write(store, table=pd.DataFrame({"x": [1]}))
     assert store.runs().empty  # the run row was rolled back with the table
 
 

@@ -4,7 +4,7 @@ Tables
 ------
 ``runs``: id, experiment, preset, config_hash, config (JSON), status (``ok`` | ``failed``),
 environment (JSON), wall_time_s, created_at (UTC ISO), out_dir, claims (JSON), error.
-``tables``: run_id, name, data (the tidy results table as JSON records, split orient).
+``tables``: run_id, name, data (the tidy results table as JSON: :func:`encode_table`, exact).
 
 WAL journaling lets readers look while a sweep writes; one writer (the driver) writes.
 
@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 SCHEMA = """
@@ -48,6 +49,53 @@ CREATE TABLE IF NOT EXISTS tables (
     PRIMARY KEY (run_id, name)
 );
 """
+
+
+TABLE_FORMAT = "implicitlab-table/1"
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays as Python values, for ``json.dumps``."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot store a {type(value).__name__} in a results table")
+
+
+def encode_table(table: pd.DataFrame) -> str:
+    """A results table as JSON, column by column, with its dtypes — exact for float64.
+
+    Floats are written by Python's ``repr`` (the shortest string that reads back to the same
+    double), NaN and ±inf as the ``NaN`` / ``Infinity`` tokens Python's ``json`` reads back — so a
+    stored table equals the computed one bit for bit (pandas' own JSON writer keeps at most 15
+    significant digits).
+    """
+    columns = [str(c) for c in table.columns]
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"a results table needs distinct column names, got {list(table.columns)}")
+    body = {
+        "format": TABLE_FORMAT,
+        "columns": columns,
+        "dtypes": {c: str(table[col].dtype) for c, col in zip(columns, table.columns)},
+        "data": {c: table[col].tolist() for c, col in zip(columns, table.columns)},
+    }
+    return json.dumps(body, default=_plain, allow_nan=True)
+
+
+def decode_table(text: str) -> pd.DataFrame:
+    """The table :func:`encode_table` wrote (or an older pandas split-orient JSON table)."""
+    body = json.loads(text)
+    if not isinstance(body, dict) or body.get("format") != TABLE_FORMAT:
+        from io import StringIO
+
+        return pd.read_json(StringIO(text), orient="split", precise_float=True)  # stores written before
+    table = pd.DataFrame({c: pd.Series(body["data"][c], dtype=object) for c in body["columns"]},
+                         columns=body["columns"])
+    for c, dtype in body["dtypes"].items():
+        if dtype != "object":
+            table[c] = table[c].astype(dtype)
+    return table
 
 
 class Store:
@@ -136,7 +184,7 @@ class Store:
             if table is not None:
                 con.execute(
                     "INSERT INTO tables (run_id, name, data) VALUES (?,?,?)",
-                    (run_id, "results", table.to_json(orient="split", index=False, double_precision=15)),
+                    (run_id, "results", encode_table(table)),
                 )
         except BaseException:
             con.execute("ROLLBACK")
@@ -184,9 +232,7 @@ class Store:
         ).fetchone()
         if row is None:
             raise KeyError(f"run {run_id} has no table {name!r}")
-        from io import StringIO
-
-        return pd.read_json(StringIO(row[0]), orient="split", precise_float=True)  # 0.3 stays 0.3
+        return decode_table(row[0])
 
     def run_record(self, run_id: int) -> dict[str, Any]:
         cur = self._connect().cursor()
