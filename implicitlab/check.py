@@ -4,6 +4,10 @@ Runs are resumable: each experiment's preset is a sweep point keyed by its confi
 ``out/implicitlab.sqlite``, so a second call reuses what is stored and only runs what is missing
 (or failed, with ``retry_failed``). Claims and figures are derived afresh from the stored tables
 (``claims`` and ``plot`` read only the table), so the page always reflects the current claim code.
+The config hash does not see the code that made a table: a reused run whose stored code
+fingerprint (:func:`implicitlab.environment.code_fingerprint`) differs from the current one is
+flagged as stale on the page and in the result, and ``fresh=True`` (``--fresh``) runs everything
+again (the old runs stay in the store; the newest run of a key is the one used).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import ConfigError
+from .environment import code_fingerprint
 from .experiments import Claim, Experiment, experiments
 from .report import ReportEntry, write_report
 from .sweep import Store
@@ -32,6 +37,11 @@ class CheckResult:
     @property
     def claims(self) -> list[dict]:
         return [c for e in self.entries for c in e.claims]
+
+    @property
+    def stale(self) -> list[str]:
+        """Experiments whose reused run was made by other code than the current."""
+        return [e.experiment for e in self.entries if e.stale]
 
     @property
     def all_hold(self) -> bool:
@@ -62,6 +72,7 @@ def check(
     backend: str | None = None,
     workers: int = 1,
     retry_failed: bool = False,
+    fresh: bool = False,
     progress=None,
 ) -> CheckResult:
     """Run (or reuse) every selected experiment's ``preset``; write ``report.html`` and ``claims.json``."""
@@ -72,7 +83,8 @@ def check(
     stored = {p.key for p in points if before.statuses(p.experiment.name).get(p.config_hash) == "ok"}
     before.close()
     sweep = run_sweep(points, out=out, backend=backend, workers=workers, device=device, retry_failed=retry_failed,
-                      progress=progress)
+                      fresh=fresh, progress=progress)
+    current_code = code_fingerprint()
     store = sweep.store
     entries = []
     for p in points:
@@ -92,7 +104,9 @@ def check(
             experiment=exp.name, title=exp.title, paper=exp.paper, preset=preset, claims=claims,
             figure_svg=_svg(exp.plot(table)), config=record.get("config") or {},
             environment=record.get("environment") or {}, wall_time_s=float(record.get("wall_time_s") or 0.0),
-            description=exp.description, reused=p.key in stored,
+            description=exp.description, reused=p.key in stored and not fresh,
+            stale=p.key in stored and not fresh
+            and (record.get("environment") or {}).get("code_fingerprint") != current_code,
         ))
     page, claims_json = write_report(entries, Path(out))
     return CheckResult(entries, page, claims_json, time.perf_counter() - start)

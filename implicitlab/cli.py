@@ -308,6 +308,8 @@ def check_command(
     backend: Annotated[str | None, typer.Option(help="local | process | ray (default: local for 1 worker)")] = None,
     workers: Annotated[int, typer.Option(help="worker processes")] = 1,
     retry_failed: Annotated[bool, typer.Option(help="rerun experiments whose stored run failed")] = False,
+    fresh: Annotated[bool, typer.Option(help="rerun every experiment, even when a run is stored (e.g. after "
+                                        "changing the code; stored runs are kept)")] = False,
     fail_on_refuted: Annotated[bool, typer.Option(help="exit 1 when a claim does not hold")] = True,
     threads: Annotated[int, typer.Option(help="torch CPU threads of the local backend")] = 1,
     data_dir: Annotated[Path | None, typer.Option(help="data root (CIFAR-10, MNIST); else $IMPLICITLAB_DATA, "
@@ -336,7 +338,8 @@ def check_command(
         with _bar() as bar:
             task = bar.add_task(f"check ({preset}, {len(exps)} experiments)", total=len(exps))
             result = check(preset, only=only, out=out, device=device, backend=backend, workers=workers,
-                           retry_failed=retry_failed, progress=lambda done, total: bar.update(task, completed=done))
+                           retry_failed=retry_failed, fresh=fresh,
+                           progress=lambda done, total: bar.update(task, completed=done))
     except KeyboardInterrupt:
         err_console.print("interrupted: the runs stored so far are kept; rerun the same command to resume",
                           highlight=False)
@@ -344,13 +347,17 @@ def check_command(
     for e in result.entries:
         claims = [Claim(**{k: c[k] for k in ("name", "statement", "source", "relation", "bound", "basis")},
                         measured=float("nan") if c["measured"] is None else c["measured"]) for c in e.claims]
-        reused = ", reused" if e.reused else ""
+        reused = (", reused — made by other code, rerun with --fresh" if e.stale
+                  else ", reused" if e.reused else "")
         console.print(claims_table(f"{e.experiment} — {get_experiment(e.experiment).paper}  "
                                    f"[{e.wall_time_s:.1f} s{reused}]", claims))
     n = len(result.claims)
     held = sum(c["verdict"] == "holds" for c in result.claims)
     console.print(f"{held} of {n} claims hold ({result.wall_time_s:.1f} s) — report: {result.report}, "
                   f"claims: {result.claims_json}", highlight=False)
+    if result.stale:
+        err_console.print(f"warning: {len(result.stale)} reused runs were made by other code than the current "
+                          f"({', '.join(result.stale)}); `implicitlab check --fresh` reruns them", highlight=False)
     if fail_on_refuted and not result.all_hold:
         raise typer.Exit(code=1)
 

@@ -1,4 +1,4 @@
-"""The environment a run was made in: versions, device, git commit and dirty flag."""
+"""The environment a run was made in: versions, device, git commit and dirty flag, code fingerprint."""
 
 from __future__ import annotations
 
@@ -22,6 +22,19 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip()
 
 
+def code_fingerprint(package: Path | None = None) -> str:
+    """SHA-256 (first 16 hex digits) of the package's Python sources (paths and bytes): changes with
+    any code change, committed or not, so a stored run can be matched to the code that made it."""
+    import hashlib
+
+    package = Path(__file__).resolve().parent if package is None else Path(package)
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def environment(device: torch.device | str = "cpu") -> dict:
     """Package, torch, numpy and Python versions, the device, and the git commit (+ dirty flag)."""
     from . import __version__
@@ -39,6 +52,7 @@ def environment(device: torch.device | str = "cpu") -> dict:
         "torch_threads": torch.get_num_threads(),
         "git_commit": commit,
         "git_dirty": (bool(status) if status is not None else None),
+        "code_fingerprint": code_fingerprint(),
     }
     if device.type == "cuda":
         env["cuda_device"] = torch.cuda.get_device_name(device)

@@ -66,3 +66,27 @@ def test_check_bad_input(tmp_path):
         result = runner.invoke(app, ["check", *args, "--out", str(tmp_path / "r")])
         assert result.exit_code == 2 and message in result.output
         assert not (tmp_path / "r").exists()
+
+
+def test_runs_made_by_other_code_are_flagged_and_fresh_reruns(tmp_path, failing_experiment, monkeypatch):
+    import implicitlab.check as check_module
+    import implicitlab.environment as environment_module
+    from implicitlab.sweep import backends
+
+    out = tmp_path / "results"
+    args = ["check", "--preset", "tiny", "--only", failing_experiment, "--out", str(out), "--no-fail-on-refuted"]
+    CALLS["n"] = 0
+    first = runner.invoke(app, args, env={"COLUMNS": "250"})
+    assert first.exit_code == 0 and CALLS["n"] == 1 and "other code" not in first.output
+    for module in (check_module, environment_module):  # "edit the code": another fingerprint
+        monkeypatch.setattr(module, "code_fingerprint", lambda: "edited-code")
+    backends._environment.cache_clear()  # a process's environment is cached: the code it imported
+    stale = runner.invoke(app, args, env={"COLUMNS": "250"})
+    assert stale.exit_code == 0 and CALLS["n"] == 1  # reused …
+    assert "made by other code" in stale.output and "--fresh" in stale.output  # … and flagged
+    assert "made by other code than the current" in (out / "report.html").read_text()
+    fresh = runner.invoke(app, [*args, "--fresh"], env={"COLUMNS": "250"})
+    assert fresh.exit_code == 0 and CALLS["n"] == 2 and "other code" not in fresh.output
+    again = runner.invoke(app, args, env={"COLUMNS": "250"})  # the newest run is the one reused
+    assert again.exit_code == 0 and CALLS["n"] == 2 and "reused" in again.output and "other code" not in again.output
+    backends._environment.cache_clear()

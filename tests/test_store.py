@@ -69,3 +69,19 @@ def test_config_hash_is_stable_and_sensitive():
     a, b = Fig7Config(), Fig7Config()
     assert config_hash(a) == config_hash(b)
     assert config_hash(a) != config_hash(Fig7Config(gd_steps=7))
+
+
+def test_code_fingerprint_follows_the_sources(tmp_path):
+    from implicitlab.environment import code_fingerprint, environment
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "sub" / "b.py").write_text("y = 2\n")
+    before = code_fingerprint(tmp_path)
+    assert code_fingerprint(tmp_path) == before  # deterministic
+    (tmp_path / "sub" / "b.py").write_text("y = 3\n")
+    edited = code_fingerprint(tmp_path)
+    assert edited != before
+    (tmp_path / "sub" / "b.py").rename(tmp_path / "sub" / "c.py")  # same bytes, another module
+    assert code_fingerprint(tmp_path) != edited
+    assert environment()["code_fingerprint"] == code_fingerprint()

@@ -59,6 +59,7 @@ class ReportEntry:
     wall_time_s: float
     description: str = ""
     reused: bool = False
+    stale: bool = False  # reused, but made by other code than the current (see ``check --fresh``)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -144,6 +145,12 @@ def render(entries: list[ReportEntry], *, title: str = "implicitlab — do the c
         preset = f"preset <code>{_esc(e.preset)}</code>" if e.preset else "custom config"
         reused = " · reused from the store" if e.reused else ""
         parts.append(f"<p class='muted'>{preset} · wall time {e.wall_time_s:.1f} s{reused}</p>")
+        if e.stale:
+            commit = _esc(str(e.environment.get("git_commit") or "unknown")[:12])
+            parts.append("<p class='refuted'>This run was made by other code than the current (stored code "
+                         f"fingerprint {_esc(e.environment.get('code_fingerprint', 'none'))}, commit {commit}): "
+                         "its table may not be what the current code computes. Rerun with "
+                         "<code>implicitlab check --fresh</code>.</p>")
         parts.append(f"<div class='figure' role='img' aria-label='figure of {_esc(e.experiment)}'>"
                      f"{_svg_inline(e.figure_svg, idx)}</div>")
         parts.append("<table><tr><th>claim</th><th>the paper says</th><th>source</th><th>measured</th>"

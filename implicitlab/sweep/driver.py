@@ -91,6 +91,7 @@ def run_sweep(
     workers: int = 1,
     ray_address: str | None = None,
     retry_failed: bool = False,
+    fresh: bool = False,
     batch: bool = True,
     batch_size: int = 256,
     device: str = "cpu",
@@ -106,6 +107,8 @@ def run_sweep(
         workers: processes (``process``) or CPUs (a local ``ray``).
         ray_address: join this Ray cluster instead of starting a local one.
         retry_failed: rerun points whose stored runs all failed.
+        fresh: run every point again, stored or not (new runs are appended; lookups by key take
+            the newest ``ok`` run, so later reuse finds these).
         batch / batch_size: train points that differ only in batchable fields as ensembles of at
             most ``batch_size`` runs (experiments that declare ``run_batch``).
         device: ``cpu``, ``cuda[:N]`` or ``auto``, for every run.
@@ -134,7 +137,7 @@ def run_sweep(
     statuses: dict[str, dict[str, str]] = {}
     for p in points:
         done = statuses.setdefault(p.experiment.name, store.statuses(p.experiment.name)).get(p.config_hash)
-        if done == "ok" or (done == "failed" and not retry_failed):
+        if not fresh and (done == "ok" or (done == "failed" and not retry_failed)):
             report.skipped += 1
             report.skipped_failed += done == "failed"
         else:
@@ -170,14 +173,14 @@ def run_sweep(
                           max_retries=3 if max_retries is None else max_retries)
 
     try:
-        _store_results(store, plan, results, report, progress)
+        _store_results(store, plan, results, report, progress, fresh)
     finally:
         results.close()  # stops a pool / shuts Ray down now, also on Ctrl-C
     report.wall_time_s = time.perf_counter() - start
     return report
 
 
-def _store_results(store, plan, results, report, progress) -> None:
+def _store_results(store, plan, results, report, progress, fresh: bool = False) -> None:
     """Write each point's result in its own transaction, as tasks finish."""
     for i, point_results in results:
         for p, res in zip(plan[i][1], point_results):
@@ -185,7 +188,7 @@ def _store_results(store, plan, results, report, progress) -> None:
                 experiment=p.experiment.name, preset=p.preset, config=config_to_dict(p.config),
                 config_hash=p.config_hash, status=res.status, environment=res.environment,
                 wall_time_s=res.wall_time_s, table=res.table, claims=res.claims, error=res.error,
-                unique_ok=True,
+                unique_ok=not fresh,
             )
             if res.status == "ok":
                 report.ok += 1
@@ -200,8 +203,8 @@ def _store_results(store, plan, results, report, progress) -> None:
 def _existing_ids(store: Store, points: list[Point]) -> dict[tuple[str, str], int]:
     wanted = {p.key for p in points}
     ids: dict[tuple[str, str], int] = {}
-    for rec in store.records(status="ok"):
+    for rec in store.records(status="ok"):  # oldest first: the newest ok run of a key wins
         key = (rec["experiment"], rec["config_hash"])
-        if key in wanted and key not in ids:
+        if key in wanted:
             ids[key] = rec["id"]
     return ids

@@ -150,14 +150,14 @@ class Store:
         """Insert a run and its table in one transaction; return the run id.
 
         With ``unique_ok`` and ``status="ok"``, an existing ``ok`` run of the same
-        (experiment, config_hash) is kept and its id returned; nothing is inserted.
+        (experiment, config_hash) is kept and the newest one's id returned; nothing is inserted.
         """
         con = self._connect()
         con.execute("BEGIN IMMEDIATE")  # one transaction, write lock held: all or nothing
         try:
             if unique_ok and status == "ok":
                 row = con.execute(
-                    "SELECT id FROM runs WHERE experiment=? AND config_hash=? AND status='ok' ORDER BY id LIMIT 1",
+                    "SELECT id FROM runs WHERE experiment=? AND config_hash=? AND status='ok' ORDER BY id DESC LIMIT 1",
                     (experiment, config_hash),
                 ).fetchone()
                 if row is not None:
