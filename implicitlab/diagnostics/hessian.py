@@ -45,7 +45,9 @@ one θ. So the first product at a given θ does the primal work once per chunk a
 
 What is kept holds the activations of the whole data set, so it is kept only while it stays
 under ``graph_memory`` bytes (default 1 GiB; autograd's saved tensors, or the boundary values,
-counted as they are built); past it the operator recomputes every product. The kept state is
+counted as they are built); past it ``"linearized"`` falls back to ``"graph"`` (about 2.5× less
+memory on the benchmark CNN: 186 MB against 456 MB for 1,000 float64 images) and ``"graph"`` to
+recomputing every product. The kept state is
 rebuilt whenever the model's parameters, buffers or train/eval mode differ from those it was
 built at (compared by value, so ``p.data`` edits are seen too). The determinism probe never
 reuses anything.
@@ -396,8 +398,8 @@ class HessianOperator:
                 return None
             self.reuse_status = f"graph: the linearized program failed ({type(err).__name__}: {err})"
             return self._current_graphs()
-        if graphs is None:
-            return None
+        if graphs is None:  # over budget
+            return self._current_graphs() if linearized else None
         if not graphs:
             raise ValueError("the data set is empty (the loader yielded no examples)")
         if linearized and not self._verified and not self._verify(graphs):
@@ -409,11 +411,16 @@ class HessianOperator:
         return graphs
 
     def _over_budget(self, used: int, chunks: int) -> bool:
+        """Past ``graph_memory``: a linearized program falls back to the (smaller) kept graph, a
+        kept graph to recomputing every product."""
         if used <= self.graph_memory:
             return False
+        linearized = self.reuse_status == "linearized"
         self.reuse_status = (
-            f"none: the kept state exceeds graph_memory = {self.graph_memory} bytes ({used} bytes "
-            f"after {chunks} chunks); every product is recomputed"
+            f"{'graph' if linearized else 'none'}: the kept state exceeds graph_memory = {self.graph_memory} "
+            f"bytes ({used} bytes after {chunks} chunks"
+            + ("; the linearized program keeps ~2.5× a graph's bytes)" if linearized
+               else "); every product is recomputed")
         )
         return True
 

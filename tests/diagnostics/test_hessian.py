@@ -154,6 +154,20 @@ def test_graph_memory_limit_falls_back_to_recomputing():
     assert H._graphs is None and H.graph_bytes == 0
 
 
+def test_linearized_over_the_memory_limit_falls_back_to_the_graph():
+    model, X, y = make_problem(cnn, "ce")
+    graph = HessianOperator(model, "ce", X, y, chunk_size=7)
+    graph @ torch.zeros(graph.dim, dtype=torch.float64)
+    linear = HessianOperator(model, "ce", X, y, chunk_size=7, reuse="linearized")
+    linear @ torch.zeros(linear.dim, dtype=torch.float64)
+    assert linear.graph_bytes > graph.graph_bytes > 0  # the boundary values are the larger state
+    H = HessianOperator(model, "ce", X, y, chunk_size=7, reuse="linearized", graph_memory=graph.graph_bytes)
+    ref = dense_hessian(model, reference_loss("ce"), X, y)
+    torch.testing.assert_close(as_matrix(H), ref, rtol=RTOL, atol=RTOL * float(ref.abs().max()))
+    assert H.reuse_status.startswith("graph: the kept state exceeds graph_memory"), H.reuse_status
+    assert H.graph_bytes == graph.graph_bytes
+
+
 def test_double_backward_fallback_matches():
     model, X, y = make_problem(cnn, "ce")
     func = as_matrix(HessianOperator(model, "ce", X, y, backend="func"))
