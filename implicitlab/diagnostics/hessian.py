@@ -580,8 +580,8 @@ class HessianOperator:
     def __repr__(self) -> str:
         return (
             f"HessianOperator(dim={self.dim}, dtype={self.dtype}, device={self.device}, "
-            f"backend={self.backend!r}, chunk_size={self.chunk_size}, num_examples={self.num_examples}, "
-            f"num_matvecs={self.num_matvecs})"
+            f"backend={self.backend!r}, reuse={self.reuse_status!r}, chunk_size={self.chunk_size}, "
+            f"num_examples={self.num_examples}, num_matvecs={self.num_matvecs})"
         )
 
 
