@@ -250,6 +250,7 @@ def report_warm(title: str, model: nn.Module, loss: str, X, y, lr: float, steps:
     errors = {c: [] for c in chains}
     converged = {c: True for c in chains}
     trace, turns = [], []
+    last: torch.Tensor | None = None  # the previous reference eigenvector
     began = time.perf_counter()
     for step in range(steps + 1):
         if step % every == 0:
@@ -257,7 +258,7 @@ def report_warm(title: str, model: nn.Module, loss: str, X, y, lr: float, steps:
             if not ref.all_converged:
                 raise RuntimeError(f"the reference did not converge:\n{ref}")
             lam1 = float(ref.values[0])
-            if trace:
+            if last is not None:
                 turns.append(float(torch.arccos(abs(ref.vectors[:, 0] @ last).clamp(max=1.0))))
             last = ref.vectors[:, 0]
             trace.append(lam1)

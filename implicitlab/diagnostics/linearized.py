@@ -28,8 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.fx as fx
-from torch import Tensor
+from torch import Tensor, fx
 from torch.func import grad, jvp
 from torch.fx.experimental.proxy_tensor import make_fx
 
@@ -91,7 +90,7 @@ def _split(graph: fx.Graph, tangent_positions, owner: torch.nn.Module) -> tuple[
             depends.add(node)
     output = next(n for n in graph.nodes if n.op == "output")
     depends.discard(output)
-    users_in_tangent = lambda n: any(u in depends or u is output for u in n.users)  # noqa: E731
+    users_in_tangent = lambda n: any(u in depends or u is output for u in n.users)
     boundary = [n for n in graph.nodes if n not in depends and n.op != "output" and users_in_tangent(n)]
 
     primal = fx.Graph()

@@ -98,7 +98,7 @@ def test_kept_state_follows_the_parameters(reuse):
     model, X, y = make_problem(cnn, "ce")
     H = HessianOperator(model, "ce", X, y, chunk_size=7, reuse=reuse)
     v = torch.randn(H.dim, dtype=torch.float64)
-    fresh = lambda: HessianOperator(model, "ce", X, y, reuse="none", check_determinism=False) @ v  # noqa: E731
+    fresh = lambda: HessianOperator(model, "ce", X, y, reuse="none", check_determinism=False) @ v
     first = H @ v
     torch.testing.assert_close(first, fresh(), rtol=RTOL, atol=1e-14)
     kept = H._graphs
