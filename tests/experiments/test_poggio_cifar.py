@@ -10,6 +10,7 @@ import math
 import pickle
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -257,6 +258,30 @@ def test_fig2_tiny_runs_plots_and_claims(data_dir):
     _check_claims(found)
     assert all(c.verdict != "no data" for c in found)  # P ≥ n = 40 for every width
     assert len(fig2_cifar.plot(table).axes) == 2
+
+
+def _fig2_table(errors: dict[int, list[float]], n: int = 100, n_test: int = 10_000) -> pd.DataFrame:
+    rows = [{"num_params": P, "repetition": r, "n": n, "train_error": 0.0, "train_loss": 0.01, "test_error": e,
+             "test_loss": 2.0, "test_loss_sd": 1.0, "n_test": n_test}
+            for P, errs in errors.items() for r, e in enumerate(errs)]
+    return pd.DataFrame(rows)
+
+
+def test_fig2_rise_allows_test_sampling_and_seed_spread():
+    """The 'does not rise' bound: 2 SEs of the difference of the two means, from the binomial test
+    sampling and, with repetitions, the seed-to-seed spread (hand-computed here)."""
+    errors = {50: [0.9, 0.9, 0.9], 200: [0.70, 0.72, 0.74], 800: [0.71, 0.75, 0.79]}
+    claim = {c.name: c for c in fig2_cifar.claims(_fig2_table(errors))}["test error does not rise as parameters grow past n"]
+    m1, m2 = 0.72, 0.75
+    se_test = math.hypot(math.sqrt(m1 * (1 - m1) / 10_000), math.sqrt(m2 * (1 - m2) / 10_000))
+    se_seed = math.hypot(0.02, 0.04) / math.sqrt(3)  # sample sds of (0.70, 0.72, 0.74) and (0.71, 0.75, 0.79)
+    assert claim.measured == pytest.approx(m2 - m1)
+    assert claim.bound == pytest.approx(2 * math.hypot(se_test, se_seed))
+    assert claim.verdict == "holds" and "3 seeds" in claim.basis
+    single = {P: e[:1] for P, e in errors.items()}  # one run per net: test sampling only, and said so
+    claim = {c.name: c for c in fig2_cifar.claims(_fig2_table(single))}["test error does not rise as parameters grow past n"]
+    assert claim.bound == pytest.approx(2 * math.hypot(math.sqrt(0.7 * 0.3 / 1e4), math.sqrt(0.71 * 0.29 / 1e4)))
+    assert "seed-to-seed spread is not in the SE" in claim.basis
 
 
 def test_fig5_tiny_perturbs_at_zero_training_error(data_dir):

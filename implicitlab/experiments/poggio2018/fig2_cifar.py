@@ -87,7 +87,7 @@ class Fig2Config:
 
 PRESETS = {
     "tiny": Fig2Config(n=40, widths=(0.25, 0.5, 1.0), epochs=3, batch_size=10, n_test=20),
-    "quick": Fig2Config(n=1_000, widths=(0.25, 0.5, 1.0, 2.0, 4.0)),
+    "quick": Fig2Config(n=1_000, widths=(0.25, 0.5, 1.0, 2.0, 4.0), repetitions=3),
     "full": Fig2Config(),
 }
 
@@ -125,6 +125,7 @@ def _by_size(table: pd.DataFrame) -> pd.DataFrame:
     """Mean over repetitions per width, sorted by the number of parameters."""
     return (table.groupby("num_params", as_index=False)
             .agg(train_error=("train_error", "mean"), test_error=("test_error", "mean"),
+                 test_error_sd=("test_error", "std"),
                  train_loss=("train_loss", "mean"), test_loss=("test_loss", "mean"),
                  test_loss_sd=("test_loss_sd", "max"), n_test=("n_test", "min"), n=("n", "first"),
                  repetitions=("repetition", "count"))
@@ -145,7 +146,18 @@ def claims(table: pd.DataFrame) -> list[Claim]:
         first = past.iloc[0]
         rise = past.test_error - first.test_error
         worst = past.iloc[int(rise.to_numpy().argmax())]
-        se = math.hypot(binomial_se(first.test_error, int(first.n_test)), binomial_se(worst.test_error, int(worst.n_test)))
+        se_test = math.hypot(binomial_se(first.test_error, int(first.n_test)),
+                             binomial_se(worst.test_error, int(worst.n_test)))
+        reps = int(past.repetitions.min())
+        if reps >= 2:  # the seed-to-seed spread of the two means (init and batch order)
+            se_seed = math.hypot(first.test_error_sd, worst.test_error_sd) / math.sqrt(reps)
+            noise = (f"{Z:g} SEs of the difference: test sampling (binomial, m = {int(first.n_test)}) and the "
+                     f"spread over the {reps} seeds, √(SE_test² + SE_seed²) = √({se_test:.4f}² + {se_seed:.4f}²)")
+        else:
+            se_seed = 0.0
+            noise = (f"{Z:g} binomial SEs of the difference (m = {int(first.n_test)} test images) — one run per "
+                     "net, so the seed-to-seed spread is not in the SE (use repetitions ≥ 2)")
+        se = math.hypot(se_test, se_seed)
         out.append(Claim(
             name="test error does not rise as parameters grow past n",
             statement="the unregularized classification error on the test set does not get worse when the number "
@@ -153,9 +165,8 @@ def claims(table: pd.DataFrame) -> list[Claim]:
             source=src,
             measured=float(rise.max()), relation="<=", bound=Z * se,
             basis=f"largest rise of the test error over the nets with P ≥ n = {n} (P = {int(past.num_params.min())} … "
-                  f"{int(past.num_params.max())}, {int(past.repetitions.min())} run(s) each, mean) above the first of "
-                  f"them; allowed: {Z:g} binomial SEs of the difference (m = {int(first.n_test)} test images). Test "
-                  f"errors: " + _series(g, "test_error"),
+                  f"{int(past.num_params.max())}, {reps} run(s) each, mean) above the first of "
+                  f"them; allowed: {noise}. Test errors: " + _series(g, "test_error"),
         ))
         loss_rise = past.test_loss - first.test_loss
         peak = past.iloc[int(loss_rise.to_numpy().argmax())]
