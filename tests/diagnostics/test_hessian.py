@@ -328,3 +328,49 @@ def test_loader_must_yield_pairs():
     X, y = torch.randn(4, 3), torch.randn(4)
     with pytest.raises(TypeError, match=r"\(X, y\) pairs"):
         HessianOperator(nn.Linear(3, 1), "square", [(X, y, X)])
+
+
+@pytest.mark.parametrize("reuse", ["graph", "linearized"])
+def test_batch_norm_in_eval_mode_follows_its_buffers(reuse):
+    """Buffers are inputs of the kept state: new running statistics give a new operator."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 1)).double()
+    with torch.no_grad():
+        model[1].running_var.uniform_(0.5, 2.0)
+    model.eval()
+    X, y = torch.randn(16, 4, dtype=torch.float64), torch.randn(16, dtype=torch.float64)
+    H = HessianOperator(model, "square", X, y, reuse=reuse)
+    ref = dense_hessian(model, reference_loss("square"), X, y.reshape(-1, 1))
+    torch.testing.assert_close(as_matrix(H), ref, rtol=RTOL, atol=RTOL * float(ref.abs().max()))
+    assert H.reuse_status == reuse
+    with torch.no_grad():
+        model[1].running_mean.add_(0.3)
+    ref2 = dense_hessian(model, reference_loss("square"), X, y.reshape(-1, 1))
+    assert not torch.allclose(ref2, ref)
+    torch.testing.assert_close(as_matrix(H), ref2, rtol=RTOL, atol=RTOL * float(ref2.abs().max()))
+
+
+class Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.out = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = x + torch.tanh(self.a(x))  # skip connections: shared inputs, summed branches
+        return self.out(h + torch.nn.functional.gelu(self.b(h)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_reuse_modes_agree_on_a_residual_net(dtype):
+    torch.manual_seed(0)
+    model = Residual().to(dtype)
+    X, y = torch.randn(25, 4, dtype=dtype), torch.randint(0, 3, (25,))
+    V = torch.randn(sum(p.numel() for p in model.parameters()), 5, dtype=dtype)
+    products = {r: HessianOperator(model, "ce", X, y, chunk_size=10, reuse=r) @ V for r in ("none", "graph", "linearized")}
+    tol = 1e-5 if dtype == torch.float32 else RTOL
+    for r in ("graph", "linearized"):
+        assert products[r].dtype == dtype
+        torch.testing.assert_close(products[r], products["none"], rtol=tol, atol=tol * float(products["none"].abs().max()))
+    if dtype == torch.float64:
+        ref = dense_hessian(model, reference_loss("ce"), X, y) @ V
+        torch.testing.assert_close(products["linearized"], ref, rtol=RTOL, atol=RTOL * float(ref.abs().max()))
