@@ -376,14 +376,16 @@ class HessianOperator:
         )
 
     def release_graphs(self) -> None:
-        """Drop the kept gradient graphs (their memory); the next product rebuilds them."""
+        """Drop the kept state (graphs or boundary values, and their memory); the next product
+        rebuilds it."""
         self._graphs, self._graph_state, self.graph_bytes = None, None, 0
 
     def _current_graphs(self) -> list[_ChunkGraph | _LinearizedChunk] | None:
         """The kept per-chunk state at the current parameters: kept already, or built now.
 
-        None when reuse is off. Past ``graph_memory`` bytes reuse is switched off for good; a model
-        the linearized program cannot handle falls back to ``"graph"``; ``reuse_status`` says why."""
+        None when reuse is off. Past ``graph_memory`` bytes, or for a model it cannot handle, the
+        linearized program falls back to ``"graph"`` for good, and the graph to recomputing;
+        ``reuse_status`` says why."""
         if self._graphs is not None and self._state_unchanged():
             return self._graphs
         self.release_graphs()
