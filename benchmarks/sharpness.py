@@ -14,10 +14,14 @@ products, wall time and relative error of
   - power iteration, PyHessian's rule (relative change < 1e-3, ≤ 100 products), random starts;
   - our Lanczos, tol 1e-6, criterion "residual" (certified) and "gap" (r²/gap), random starts;
   - ARPACK eigsh (default ncv = 20), tol 1e-6;
-and the cost of one product relative to one gradient (both backends, same chunks). Along GD:
-the products per estimate when Lanczos is warm-started from the previous eigenvector, or from
-its linear extrapolation, each estimate checked against a cold reference. Ratios are to the
-baseline measured in this run; nothing here is a timed test.
+and the cost of one product relative to one gradient of the same data and chunks: recomputed
+(torch.func, double backward), through a kept graph (``reuse="graph"``) and through the linearized
+program (``reuse="linearized"``), with the once-per-θ and once-per-operator work. Along GD (for
+(a) at the step sizes and probe spacings of ``--cnn-schedules``): the products per estimate when
+Lanczos is warm-started from the previous eigenvector, or from its linear extrapolation, each
+estimate checked against a cold certified reference, and how far the top eigenvector turned
+between estimates. Ratios are to the baseline measured in this run; nothing here is a timed test.
+About 25 minutes on one CPU core (the references dominate); ``--skip-cnn`` / ``--skip-deep-linear``.
 
     .venv/bin/python benchmarks/sharpness.py [--data-dir ../shared/data] [--device cpu] [--starts 5]
 """
