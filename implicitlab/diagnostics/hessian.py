@@ -443,7 +443,8 @@ class HessianOperator:
         chunks: list[_LinearizedChunk] = []
         used = 0
         for Xc, yc in self.chunks():
-            key = (tuple(Xc.shape), Xc.dtype, tuple(yc.shape), yc.dtype)
+            # the trace freezes Python-level choices: the shapes and the train/eval mode
+            key = (tuple(Xc.shape), Xc.dtype, tuple(yc.shape), yc.dtype, self.model.training)
             if key not in self._programs:
                 tangents = {n: torch.zeros_like(p) for n, p in params.items()}
                 self._programs[key] = TangentProgram(

@@ -69,7 +69,7 @@ class TangentProgram:
         with torch.no_grad():
             return list(self.primal(*inputs))
 
-    def apply(self, boundary: list[Tensor], tangents: list[Tensor]) -> list[Tensor | None]:
+    def apply(self, boundary: list[Tensor], tangents: list[Tensor]) -> list[Tensor]:
         """∇²R_c v for the tangent ``[v_p for p in trainable]``: the tangent work only."""
         with torch.no_grad():
             return list(self.tangent(*tangents, *boundary))

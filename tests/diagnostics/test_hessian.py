@@ -374,3 +374,29 @@ def test_reuse_modes_agree_on_a_residual_net(dtype):
     if dtype == torch.float64:
         ref = dense_hessian(model, reference_loss("ce"), X, y) @ V
         torch.testing.assert_close(products["linearized"], ref, rtol=RTOL, atol=RTOL * float(ref.abs().max()))
+
+
+def test_linearized_program_is_traced_again_when_the_mode_changes():
+    """A module whose forward differs between train and eval (no randomness): the trace of one
+    mode must not serve the other."""
+
+    class ModeScaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 3)
+
+        def forward(self, x):
+            out = torch.tanh(self.lin(x))
+            return 2.0 * out if self.training else out
+
+    torch.manual_seed(0)
+    model = ModeScaled().double().eval()
+    X, y = torch.randn(12, 4, dtype=torch.float64), torch.randint(0, 3, (12,))
+    H = HessianOperator(model, "ce", X, y, reuse="linearized")
+    eval_ref = dense_hessian(model, reference_loss("ce"), X, y)
+    torch.testing.assert_close(as_matrix(H), eval_ref, rtol=RTOL, atol=RTOL * float(eval_ref.abs().max()))
+    model.train()
+    train_ref = dense_hessian(model, reference_loss("ce"), X, y)
+    assert not torch.allclose(train_ref, eval_ref)
+    torch.testing.assert_close(as_matrix(H), train_ref, rtol=RTOL, atol=RTOL * float(train_ref.abs().max()))
+    assert H.reuse_status == "linearized" and len(H._programs) == 2
