@@ -15,6 +15,10 @@ graph by dependence on v:
   values the tangent nodes read (the "boundary");
 - ``tangent``: the nodes that depend on v, fed the boundary; one run per product (:meth:`apply`).
 
+What a trace cannot see: Python-level choices that do not depend on tensor values — shapes and
+the train/eval mode (the operator keys its programs by both), but also any other flag a forward
+reads (``self.use_skip = False`` after the trace). Such a change needs a new operator.
+
 The arithmetic is the same aten operations ``torch.func.jvp(grad(·))`` performs, in the same order,
 so products agree with it to rounding (tests compare to 1e-10 against a dense float64 Hessian).
 On the benchmark CNN a tangent run costs about 1.8–2.1 gradients on a CPU, against 2.6–3.0 for a
