@@ -332,11 +332,15 @@ class HessianOperator:
         rows = [self._chunk_hvp(params, {n: t[i] for n, t in tangents.items()}, Xc, yc) for i in range(m)]
         return {n: torch.stack([r[n] for r in rows]) for n in self._names}
 
+    def _tangents(self, V: Tensor) -> dict[str, Tensor]:
+        """The rows of ``V`` ``(m, D)`` cut into parameter-shaped tangents ``(m, *shape)``, by name."""
+        parts = torch.split(V, self._numels, dim=1)
+        return {n: p.reshape(V.shape[0], *s) for n, p, s in zip(self._names, parts, self._shapes)}
+
     def _products(self, V: Tensor, reuse: bool = True) -> Tensor:
         """H vᵢ for the rows vᵢ of ``V`` ``(m, D)`` (operator device and dtype) → ``(m, D)``."""
         m = V.shape[0]
-        parts = torch.split(V, self._numels, dim=1)
-        tangents = {n: p.reshape(m, *s) for n, p, s in zip(self._names, parts, self._shapes)}
+        tangents = self._tangents(V)
         total = torch.zeros(m, self.dim, dtype=self.dtype, device=self.device)
         count = 0
         graphs = self._current_graphs() if reuse and not self.reuse_status.startswith("none") else None
@@ -471,7 +475,7 @@ class HessianOperator:
         """One product through the linearized program against a recomputed one (√ε relative)."""
         gen = torch.Generator(device=self.device).manual_seed(12345)
         v = torch.randn(1, self.dim, generator=gen, device=self.device, dtype=self.dtype)
-        tangents = {n: p.reshape(1, *s) for n, p, s in zip(self._names, torch.split(v, self._numels, dim=1), self._shapes)}
+        tangents = self._tangents(v)
         fast = sum(c.n * c.hvps(tangents, 1) for c in chunks)
         slow = self._products(v, reuse=False) * (1.0 if self.reduction == "sum" else self.num_examples)
         self.num_matvecs -= 1  # the check is not the caller's product

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...config import dtype_of, require, require_positive
 from ...data.vision import (
     balanced_subset,
     load_cifar10,
@@ -51,6 +52,7 @@ __all__ = [
     "Evaluation",
     "binomial_se",
     "build_model",
+    "check_training_fields",
     "evaluate",
     "fit",
     "full_batch_gradient",
@@ -179,6 +181,20 @@ def kaiming_init_(model: nn.Module) -> nn.Module:
         if m.bias is not None:
             nn.init.zeros_(m.bias)
     return model
+
+
+def check_training_fields(cfg, *, sgd: bool = True) -> None:
+    """The checks the three CIFAR configs share (ConfigError on failure): ``lr`` > 0, ``init`` a
+    known scheme, ``n_test`` None or a valid test-subset size, ``dtype`` a known name and, for SGD
+    configs (``sgd``), ``epochs``/``batch_size`` ≥ 1 and ``momentum`` in [0, 1)."""
+    require_positive("lr", cfg.lr)
+    if sgd:
+        require(cfg.epochs >= 1 and cfg.batch_size >= 1, "epochs and batch_size must be ≥ 1")
+        require(0.0 <= cfg.momentum < 1.0, f"momentum must lie in [0, 1), got {cfg.momentum}")
+    require(cfg.init in INITS, f"init must be one of {list(INITS)}, got {cfg.init!r}")
+    require(cfg.n_test is None or 10 <= cfg.n_test <= CIFAR_TEST,
+            f"n_test must be None or in [10, {CIFAR_TEST}], got {cfg.n_test}")
+    dtype_of(cfg.dtype)
 
 
 def build_model(

@@ -39,11 +39,10 @@ from ...models.convnet import poggio_fig1_net, poggio_fig1_num_params
 from ..claims import Claim
 from ..registry import Experiment, register
 from .cifar import (
+    check_training_fields,
     CHANCE_ERROR,
-    CIFAR_TEST,
     CIFAR_TRAIN,
     FIT_ERROR,
-    INITS,
     Z,
     binomial_se,
     build_model,
@@ -84,13 +83,7 @@ class Fig1Config:
                 and len(set(self.label_kinds)) == len(self.label_kinds),
                 f"label_kinds must be distinct values from {list(LABEL_KINDS)}, got {self.label_kinds}")
         require_positive("width", self.width)
-        require_positive("lr", self.lr)
-        require(self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size must be ≥ 1")
-        require(0.0 <= self.momentum < 1.0, f"momentum must lie in [0, 1), got {self.momentum}")
-        require(self.init in INITS, f"init must be one of {list(INITS)}, got {self.init!r}")
-        require(self.n_test is None or 10 <= self.n_test <= CIFAR_TEST,
-                f"n_test must be None or in [10, {CIFAR_TEST}], got {self.n_test}")
-        dtype_of(self.dtype)
+        check_training_fields(self)
 
 
 PRESETS = {

@@ -36,10 +36,9 @@ from ...models.convnet import (
 from ..claims import Claim
 from ..registry import Experiment, register
 from .cifar import (
-    CIFAR_TEST,
+    check_training_fields,
     CIFAR_TRAIN,
     FIT_ERROR,
-    INITS,
     Z,
     binomial_se,
     build_model,
@@ -76,13 +75,7 @@ class Fig2Config:
         require(channels == sorted(set(channels)),
                 f"widths must give strictly increasing channel counts, got {channels} channels for {self.widths}")
         require(self.repetitions >= 1, "repetitions must be ≥ 1")
-        require(self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size must be ≥ 1")
-        require_positive("lr", self.lr)
-        require(0.0 <= self.momentum < 1.0, f"momentum must lie in [0, 1), got {self.momentum}")
-        require(self.init in INITS, f"init must be one of {list(INITS)}, got {self.init!r}")
-        require(self.n_test is None or 10 <= self.n_test <= CIFAR_TEST,
-                f"n_test must be None or in [10, {CIFAR_TEST}], got {self.n_test}")
-        dtype_of(self.dtype)
+        check_training_fields(self)
 
 
 PRESETS = {

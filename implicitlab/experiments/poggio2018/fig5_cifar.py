@@ -47,9 +47,8 @@ from ...models.convnet import num_params, poggio_fig5_net
 from ..claims import Claim
 from ..registry import Experiment, register
 from .cifar import (
-    CIFAR_TEST,
+    check_training_fields,
     CIFAR_TRAIN,
-    INITS,
     Z,
     binomial_se,
     build_model,
@@ -86,17 +85,13 @@ class Fig5Config:
 
     def __post_init__(self) -> None:
         require(10 <= self.n <= CIFAR_TRAIN, f"n must lie in [10, {CIFAR_TRAIN}], got {self.n}")
-        require_positive("lr", self.lr)
+        check_training_fields(self, sgd=False)
         require_positive("perturb_scale", self.perturb_scale)
         for name in ("epochs", "perturb_every", "perturb_until", "eval_every", "chunk_size"):
             require(getattr(self, name) >= 1, f"{name} must be ≥ 1, got {getattr(self, name)}")
         require(self.perturb_until + self.perturb_every <= self.epochs,
                 "perturb_until + perturb_every must be ≤ epochs (the last perturbation gets a full cycle of GD)")
         require(0.0 <= self.start_error < 1.0, f"start_error must lie in [0, 1), got {self.start_error}")
-        require(self.init in INITS, f"init must be one of {list(INITS)}, got {self.init!r}")
-        require(self.n_test is None or 10 <= self.n_test <= CIFAR_TEST,
-                f"n_test must be None or in [10, {CIFAR_TEST}], got {self.n_test}")
-        dtype_of(self.dtype)
 
 
 PRESETS = {
