@@ -20,7 +20,7 @@ import time
 import torch
 
 from implicitlab.models import Architecture, Ensemble, LayeredNet
-from implicitlab.train import train
+from implicitlab.train import gradient_descent
 
 
 def plain_loop(arch, X, y, seeds, steps, lr):
@@ -52,7 +52,7 @@ def main() -> None:
 
     plain_loop(arch, X, y, [0], 20, lr)  # warm-up
     ens = Ensemble.create(arch, [0.3] * 8, list(range(8)))
-    train(ens, X, y, loss_name="square", lr=lr, num_steps=20)
+    gradient_descent(ens, "square", X, y, lr=lr, num_steps=20)
 
     base, fast = [], []
     for _ in range(args.repeats):
@@ -61,7 +61,7 @@ def main() -> None:
         base.append(args.baseline_runs * args.steps / (time.perf_counter() - t0))
         ens = Ensemble.create(arch, [0.3] * args.runs, list(range(args.runs)))
         t0 = time.perf_counter()
-        train(ens, X, y, loss_name="square", lr=lr, num_steps=args.steps)
+        gradient_descent(ens, "square", X, y, lr=lr, num_steps=args.steps)
         fast.append(args.runs * args.steps / (time.perf_counter() - t0))
     b, f = statistics.median(base), statistics.median(fast)
     print(f"deep linear L={L}, d={d}, n={n}, square loss, {args.steps} steps, torch {torch.__version__}, "

@@ -30,7 +30,7 @@ import torch
 from implicitlab.diagnostics.ensemble_curvature import SharpnessProbe
 from implicitlab.experiments.marion_chizat2024.common import problem_from_key
 from implicitlab.models import Architecture, Ensemble, LayeredNet
-from implicitlab.train import every, train
+from implicitlab.train import every, gradient_descent
 
 # The authors' linear grid: (runs, steps per run) per block; estimates every 5 steps.
 GRID = {
@@ -101,7 +101,7 @@ def main() -> None:
     ens = Ensemble.create(arch, scales, list(range(len(scales))))
     probe = SharpnessProbe(tol=1e-6)
     t0 = time.perf_counter()
-    train(ens, P.X, P.y, loss_name="square", lr=args.lr, num_steps=args.steps,
+    gradient_descent(ens, "square", P.X, P.y, lr=args.lr, num_steps=args.steps,
           probe_steps=every(args.every, args.steps - 1), probes=(probe,))
     ours = time.perf_counter() - t0
     ours_per_run_step = ours / (len(scales) * args.steps)

@@ -3,7 +3,7 @@
 Public API, grouped: models, losses, training, diagnostics, references, experiments.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 from .diagnostics import (
     HessianOperator,
@@ -35,7 +35,7 @@ from .references import (
     svm_max_margin,
     svm_max_margin_nnls,
 )
-from .train import every, log_spaced, train
+from .train import every, gradient_descent, log_spaced
 
 __all__ = [
     "Architecture",
@@ -71,5 +71,5 @@ __all__ = [
     "normalized_margin",
     "rank_one_ratio",
     "stable_rank",
-    "train",
+    "gradient_descent",
 ]

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from .config import ConfigError, apply_overrides, resolve_device
 from .experiments import Claim, experiments, get
-from .sweep import BACKENDS  # also registers the sweep-demo experiment
+from .sweep import BACKENDS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Measure where gradient descent goes.")
 console = Console()

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .version import __version__
+
 
 def _git(*args: str) -> str | None:
     root = Path(__file__).resolve().parent.parent
@@ -37,7 +39,7 @@ def code_fingerprint(package: Path | None = None) -> str:
 
 def environment(device: torch.device | str = "cpu") -> dict:
     """Package, torch, numpy and Python versions, the device, and the git commit (+ dirty flag)."""
-    from . import __version__
+
 
     device = torch.device(device)
     commit = _git("rev-parse", "HEAD")

@@ -144,3 +144,33 @@ def log_loss(name: str, outputs: torch.Tensor, targets: torch.Tensor, reduction:
     if reduction == "mean":
         out = out - math.log(terms.shape[-1])
     return out
+
+
+class SquareLossStats:
+    """Sufficient statistics of the square loss for linear networks.
+
+    For a linear network with end-to-end matrix P ``(R, d_out, d)`` the square loss depends on the
+    data only through Σ = XᵀX/n, b = XᵀY/n and c = ‖Y‖²/n (without the 1/n for ``reduction="sum"``):
+    R(P) = tr(PΣPᵀ) − 2 tr(Pb) + c, so a loss, gradient or Hessian–vector product costs O(L d³)
+    whatever n is. Training (:mod:`implicitlab.train.gd`) and the ensemble curvature
+    (:mod:`implicitlab.diagnostics.ensemble_curvature`) both use it. Near an interpolant the
+    expanded form cancels; evaluate the loss from the residuals where that matters.
+    """
+
+    def __init__(self, X: torch.Tensor, y: torch.Tensor, reduction: str):
+        n = X.shape[0]
+        Y = y.reshape(n, -1).to(X.dtype)  # (n, d_out)
+        scale = 1.0 / n if reduction == "mean" else 1.0
+        self.sigma = scale * X.T @ X  # (d, d)
+        self.b_t = scale * (X.T @ Y).T  # (d_out, d)
+        self.c = scale * (Y**2).sum()
+
+    def times_sigma(self, P: torch.Tensor) -> torch.Tensor:
+        """P Σ as one GEMM over all runs (a broadcast matmul would copy Σ per run)."""
+        return (P.reshape(-1, P.shape[-1]) @ self.sigma).reshape(P.shape)
+
+    def loss(self, P: torch.Tensor) -> torch.Tensor:
+        """P ``(R, d_out, d)`` → per-run loss ``(R,)``."""
+        quad = (self.times_sigma(P) * P).sum((-1, -2))
+        lin = (P * self.b_t).sum((-1, -2))
+        return quad - 2.0 * lin + self.c

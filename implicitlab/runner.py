@@ -19,7 +19,7 @@ import torch
 from .config import config_hash, config_to_dict
 from .environment import environment
 from .experiments import Claim, Experiment
-from .experiments.registry import Progress
+from .experiments import Progress
 from .plots import save
 from .sweep import Store
 

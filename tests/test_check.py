@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from implicitlab.cli import app
-from implicitlab.experiments import Claim, Experiment, register
-from implicitlab.experiments.registry import _REGISTRY
+import implicitlab.experiments
+from implicitlab.experiments import Claim, Experiment
 from implicitlab.plots import figure
 
 runner = CliRunner()
@@ -37,12 +37,12 @@ def _claims(table):
 
 
 @pytest.fixture
-def failing_experiment():
+def failing_experiment(monkeypatch):
     name = "test-deliberately-failing"
-    register(Experiment(name, "a test experiment", "Test paper", FailingConfig, {"tiny": FailingConfig()},
-                        _run, _plot, _claims, tags=("demo",)))
-    yield name
-    _REGISTRY.pop(name)
+    exp = Experiment(name, "a test experiment", "Test paper", FailingConfig, {"tiny": FailingConfig()},
+                     _run, _plot, _claims, tags=("demo",))
+    monkeypatch.setattr(implicitlab.experiments, "EXPERIMENTS", implicitlab.experiments.EXPERIMENTS + (exp,))
+    return name
 
 
 def test_refuted_claim_is_red_sets_exit_code_and_reruns_reuse_the_store(tmp_path, failing_experiment):

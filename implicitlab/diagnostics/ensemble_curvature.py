@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..losses import SquareLossStats
 from ..losses import loss as loss_fn
 from ..models import Ensemble
 
@@ -66,8 +67,6 @@ class EnsembleHessian:
     """
 
     def __init__(self, model: Ensemble, loss_name: str, X: Tensor, y: Tensor, reduction: str = "mean"):
-        from ..train.gd import _SquareStats
-
         if X.shape[0] == 0:
             raise ValueError("the data set is empty")
         self.model = model
@@ -81,7 +80,7 @@ class EnsembleHessian:
         self.dtype = self.params[0].dtype
         self.device = self.params[0].device
         linear = model.arch.activation == "none"
-        self._stats = _SquareStats(X, y, reduction) if (loss_name == "square" and linear) else None
+        self._stats = SquareLossStats(X, y, reduction) if (loss_name == "square" and linear) else None
         self.num_matvecs = 0
 
     def losses(self) -> Tensor:

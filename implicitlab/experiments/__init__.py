@@ -1,6 +1,62 @@
-"""Named experiments reproducing the papers' figures and checking their claims."""
+"""Named experiments reproducing the papers' figures and checking their claims.
 
+Every experiment is one module (config, ``PRESETS``, ``run``, ``plot``, ``claims`` and one
+``EXPERIMENT`` record, see :mod:`.experiment`) and one line in :data:`EXPERIMENTS` below. Nothing
+registers itself on import: this list is the whole registry, so :func:`experiments` gives the same
+answer in a fresh interpreter as after any other import. ``template.py`` is the module to copy.
+"""
+
+from __future__ import annotations
+
+from ..config import ConfigError
+from . import demo
 from .claims import Claim
-from .registry import Experiment, experiments, get, register
+from .experiment import Experiment, Progress, merged_run_batch
+from .marion_chizat2024 import extra as mc2024_extra
+from .marion_chizat2024 import fig1 as mc2024_fig1
+from .marion_chizat2024 import resnet as mc2024_resnet
+from .poggio2018 import fig1_cifar, fig2_cifar, fig3, fig4, fig5_cifar, fig6, fig7, hessian, init_independence
+from .soudry2018 import linear as soudry2018_linear
 
-__all__ = ["Claim", "Experiment", "experiments", "get", "register"]
+EXPERIMENTS: tuple[Experiment, ...] = (
+    soudry2018_linear.EXPERIMENT,
+    fig1_cifar.EXPERIMENT,
+    fig2_cifar.EXPERIMENT,
+    fig3.EXPERIMENT,
+    fig4.EXPERIMENT,
+    fig5_cifar.EXPERIMENT,
+    fig6.EXPERIMENT,
+    fig7.EXPERIMENT,
+    hessian.EXPERIMENT,
+    init_independence.EXPERIMENT,
+    mc2024_fig1.EXPERIMENT,
+    mc2024_fig1.FIG3,
+    mc2024_resnet.RESNET,
+    mc2024_resnet.FIG2,
+    mc2024_extra.FIG6,
+    mc2024_extra.GELU,
+    mc2024_extra.ALIGNMENT,
+    demo.EXPERIMENT,
+)
+"""Every experiment, one line each: a new experiment is a new module plus one line here."""
+
+
+def experiments() -> dict[str, Experiment]:
+    """Name → experiment, sorted by name. An error if two share a name."""
+    out: dict[str, Experiment] = {}
+    for exp in EXPERIMENTS:
+        if exp.name in out:
+            raise ValueError(f"two experiments are named {exp.name!r}")
+        out[exp.name] = exp
+    return dict(sorted(out.items()))
+
+
+def get(name: str) -> Experiment:
+    """The experiment called ``name``; a :class:`ConfigError` naming the known ones otherwise."""
+    exps = experiments()
+    if name not in exps:
+        raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(exps)}")
+    return exps[name]
+
+
+__all__ = ["EXPERIMENTS", "Claim", "Experiment", "Progress", "experiments", "get", "merged_run_batch"]

@@ -8,7 +8,6 @@ report.table(metrics=["step", "loss"])             # tidy: run id, config fields
 ```
 """
 
-from . import demo  # noqa: F401  (registers the ``sweep-demo`` experiment)
 from .backends import BACKENDS, PointResult, Task, execute_task
 from .driver import SweepReport, plan_tasks, run_sweep
 from .export import tidy_table, write_table

@@ -1,6 +1,6 @@
 """Training: GD / SGD / normalized GD on ensembles, probe schedules and probes."""
 
-from .gd import TrainResult, train
+from .gd import TrainResult, gradient_descent
 from .perturb import PerturbationSchedule, gaussian_perturbations, perturbed_gd
 from .quadratic import QuadraticGD
 from .probes import ProbeContext, alignment_probe, loss_probe, margin_probe, norms_probe
@@ -19,5 +19,5 @@ __all__ = [
     "loss_probe",
     "margin_probe",
     "norms_probe",
-    "train",
+    "gradient_descent",
 ]

@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..losses import LOSSES, log_loss, loss
+from ..losses import LOSSES, SquareLossStats, log_loss
+from ..losses import loss as loss_value
 from ..models import Ensemble
 from .linear_grad import linear_chain_gradients
 from .probes import Probe, ProbeContext, loss_probe
@@ -45,28 +46,6 @@ class TrainResult:
     @property
     def diverged(self) -> np.ndarray:
         return np.array([s is not None for s in self.diverged_step])
-
-
-class _SquareStats:
-    """Sufficient statistics of the square loss for linear networks (see module docstring)."""
-
-    def __init__(self, X: torch.Tensor, y: torch.Tensor, reduction: str):
-        n = X.shape[0]
-        Y = y.reshape(n, -1).to(X.dtype)  # (n, d_out)
-        scale = 1.0 / n if reduction == "mean" else 1.0
-        self.sigma = scale * X.T @ X  # (d, d)
-        self.b_t = scale * (X.T @ Y).T  # (d_out, d)
-        self.c = scale * (Y**2).sum()
-
-    def times_sigma(self, P: torch.Tensor) -> torch.Tensor:
-        """P Σ as one GEMM over all runs (a broadcast matmul would copy Σ per run)."""
-        return (P.reshape(-1, P.shape[-1]) @ self.sigma).reshape(P.shape)
-
-    def loss(self, P: torch.Tensor) -> torch.Tensor:
-        """P ``(R, d_out, d)`` → per-run loss ``(R,)``."""
-        quad = (self.times_sigma(P) * P).sum((-1, -2))
-        lin = (P * self.b_t).sum((-1, -2))
-        return quad - 2.0 * lin + self.c
 
 
 def _check_inputs(model, X, y, loss_name, lr, num_steps, reduction, batch_size) -> torch.Tensor:
@@ -96,12 +75,12 @@ def _check_inputs(model, X, y, loss_name, lr, num_steps, reduction, batch_size) 
     return lrs
 
 
-def train(
+def gradient_descent(
     model: Ensemble,
+    loss: str,
     X: torch.Tensor,
     y: torch.Tensor,
     *,
-    loss_name: str,
     lr: float | Sequence[float] | torch.Tensor,
     num_steps: int,
     reduction: str = "mean",
@@ -117,9 +96,9 @@ def train(
 
     Args:
         model: the ensemble (R runs); its parameters are updated in place.
+        loss: ``"square" | "exp" | "logistic" | "ce"`` (see :mod:`implicitlab.losses`).
         X: ``(n, d_in)`` training inputs, on the model's device and dtype.
         y: ``(n,)`` or ``(n, d_out)`` targets (±1 labels, class indices or real values).
-        loss_name: ``"square" | "exp" | "logistic" | "ce"`` (see :mod:`implicitlab.losses`).
         lr: one step size for all runs or one per run ``(R,)``.
         num_steps: number of updates.
         reduction: ``"mean"`` (default) or ``"sum"`` over examples.
@@ -134,6 +113,7 @@ def train(
     Returns:
         :class:`TrainResult` with the table (columns ``run, step, diverged`` and the probes').
     """
+    loss_name = loss
     lrs = _check_inputs(model, X, y, loss_name, lr, num_steps, reduction, batch_size)
     R, n = model.num_runs, X.shape[0]
     device = lrs.device
@@ -144,11 +124,11 @@ def train(
     probe_set = set(int(s) for s in wanted)
 
     linear = model.arch.activation == "none"
-    stats = _SquareStats(X, y, reduction) if (loss_name == "square" and linear and batch_size is None) else None
+    stats = SquareLossStats(X, y, reduction) if (loss_name == "square" and linear and batch_size is None) else None
 
     def objective(Xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         out = model(Xb)
-        return log_loss(loss_name, out, yb, reduction) if normalized else loss(loss_name, out, yb, reduction)
+        return log_loss(loss_name, out, yb, reduction) if normalized else loss_value(loss_name, out, yb, reduction)
 
     # SGD batches: per-run permutations, reshuffled every epoch from each run's own generator.
     gens = None

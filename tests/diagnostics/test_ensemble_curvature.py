@@ -12,7 +12,7 @@ from implicitlab.diagnostics.ensemble_curvature import (
 )
 from implicitlab.losses import loss
 from implicitlab.models import Architecture, Ensemble
-from implicitlab.train import every, train
+from implicitlab.train import every, gradient_descent
 
 F64 = torch.float64
 
@@ -119,7 +119,7 @@ def test_warm_started_probe_needs_few_products_along_training():
     y = X @ torch.randn(5, dtype=F64, generator=g)
     ens = Ensemble.create(arch, [0.3, 0.35, 0.4], [0, 1, 2])
     probe = SharpnessProbe(tol=1e-6)
-    res = train(ens, X, y, loss_name="square", lr=0.02, num_steps=300, probe_steps=every(5, 300), probes=(probe,))
+    res = gradient_descent(ens, "square", X, y, lr=0.02, num_steps=300, probe_steps=every(5, 300), probes=(probe,))
     t = res.table
     assert bool(t.sharpness_converged.all())
     late = t[t.step >= 50]

@@ -15,7 +15,7 @@ from implicitlab.diagnostics import (
     stable_rank,
 )
 from implicitlab.models import Architecture, Ensemble, LayeredNet
-from implicitlab.train import train
+from implicitlab.train import gradient_descent
 
 F64 = torch.float64
 
@@ -101,7 +101,7 @@ def test_balancedness_nearly_conserved_by_small_step_gd():
         ens = Ensemble.create(arch, [0.8], [5])
         before = [b.clone() for b in balancedness(ens)]
         steps = int(round(0.4 / lr))  # same time t = η·steps
-        train(ens, X, y, loss_name="square", lr=lr, num_steps=steps)
+        gradient_descent(ens, "square", X, y, lr=lr, num_steps=steps)
         after = balancedness(ens)
         drifts.append(max((a - b).norm().item() for a, b in zip(after, before)))
     # the drift over a fixed time is O(η): halving η halves it (ratio in [1.6, 2.4])

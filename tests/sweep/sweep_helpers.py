@@ -1,4 +1,4 @@
-"""Test experiments for sweeps (registered on import; importable by worker processes).
+"""Test experiments for sweeps (importable by worker processes; ``conftest.py`` adds them to the list).
 
 - ``test-worker``: one cheap table per config, with knobs for the failure modes a sweep must
   survive: ``sleep`` (slow points), ``fail_unless`` (raises until a file exists), ``kill_once``
@@ -19,8 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from implicitlab.experiments import Claim, register
-from implicitlab.experiments.registry import Experiment, experiments, merged_run_batch
+from implicitlab.experiments import Claim, Experiment, merged_run_batch
 
 
 def _value(seed: int, x: float, step: int) -> float:
@@ -83,15 +82,15 @@ def claims_tuple(table: pd.DataFrame) -> list[Claim]:
     return [Claim("rows", "one row per run and step", "test", float(len(table)), ">=", 1.0, basis="rows")]
 
 
-if "test-worker" not in experiments():
-    register(Experiment(
-        name="test-worker", title="test", paper="test", config_type=WorkerConfig,
-        presets={"tiny": WorkerConfig(), "quick": WorkerConfig(), "full": WorkerConfig()},
-        run=run_worker, plot=plot_any, claims=claims_worker, tags=("demo",),
-    ))
-    register(Experiment(
-        name="test-tuple-batch", title="test", paper="test", config_type=TupleConfig,
-        presets={"tiny": TupleConfig(), "quick": TupleConfig(), "full": TupleConfig()},
-        run=run_tuple, plot=plot_any, claims=claims_tuple, tags=("demo",),
-        batch_fields=("lrs", "seeds"), run_batch=merged_run_batch(run_tuple, {"lrs": "lr", "seeds": "seed"}),
-    ))
+WORKER = Experiment(
+    name="test-worker", title="test", paper="test", config_type=WorkerConfig,
+    presets={"tiny": WorkerConfig(), "quick": WorkerConfig(), "full": WorkerConfig()},
+    run=run_worker, plot=plot_any, claims=claims_worker, tags=("demo",),
+)
+TUPLE_BATCH = Experiment(
+    name="test-tuple-batch", title="test", paper="test", config_type=TupleConfig,
+    presets={"tiny": TupleConfig(), "quick": TupleConfig(), "full": TupleConfig()},
+    run=run_tuple, plot=plot_any, claims=claims_tuple, tags=("demo",),
+    batch_fields=("lrs", "seeds"), run_batch=merged_run_batch(run_tuple, {"lrs": "lr", "seeds": "seed"}),
+)
+TEST_EXPERIMENTS = (WORKER, TUPLE_BATCH)

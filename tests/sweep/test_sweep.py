@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from implicitlab.cli import app
 from implicitlab.experiments import get
-from implicitlab.experiments.registry import Experiment
+from implicitlab.experiments import Experiment
 from implicitlab.sweep import Store, expand, parse_spec, plan_tasks, points_for, run_sweep, tidy_table
 
 runner = CliRunner()

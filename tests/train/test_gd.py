@@ -8,7 +8,7 @@ import torch
 
 from implicitlab.losses import loss
 from implicitlab.models import Architecture, Ensemble, LayeredNet
-from implicitlab.train import every, log_spaced, loss_probe, norms_probe, train
+from implicitlab.train import every, log_spaced, loss_probe, norms_probe, gradient_descent
 
 F64 = torch.float64
 
@@ -48,7 +48,7 @@ def test_run_r_equals_run_trained_alone(arch, loss_name, labels):
     X, y = _data(labels=labels)
     scales, seeds, lrs = [0.4, 0.6, 0.5], [10, 11, 12], [0.01, 0.02, 0.005]
     ens = Ensemble.create(arch, scales, seeds)
-    train(ens, X, y, loss_name=loss_name, lr=lrs, num_steps=60)
+    gradient_descent(ens, loss_name, X, y, lr=lrs, num_steps=60)
     for r in range(3):
         solo = _solo_gd(LayeredNet.create(arch, scales[r], seeds[r]), X, y, loss_name, lrs[r], 60)
         for a, b in zip(ens.member(r).weights, solo.weights):
@@ -60,7 +60,7 @@ def test_divergence_is_recorded_and_others_go_on():
     arch = Architecture("deep_linear", d_in=4, depth=3)
     X, y = _data()
     ens = Ensemble.create(arch, [0.5, 0.5], [0, 0])
-    res = train(ens, X, y, loss_name="square", lr=[0.01, 50.0], num_steps=100, probe_steps=every(10, 100))
+    res = gradient_descent(ens, "square", X, y, lr=[0.01, 50.0], num_steps=100, probe_steps=every(10, 100))
     assert res.diverged.tolist() == [False, True]
     assert res.diverged_step[1] is not None and res.diverged_step[1] < 100
     last = res.table[res.table.step == 100].set_index("run")
@@ -81,7 +81,7 @@ def test_normalized_gd_step_is_gradient_over_loss(loss_name, depth):
     single = ens.member(0)
     L = loss(loss_name, single(X), y)
     grads = torch.autograd.grad(L, list(single.weights))
-    train(ens, X, y, loss_name=loss_name, lr=0.3, num_steps=1, normalized=True)
+    gradient_descent(ens, loss_name, X, y, lr=0.3, num_steps=1, normalized=True)
     for W, W0, g in zip(ens.weights, w0, grads):
         torch.testing.assert_close(W[0].detach(), W0[0] - 0.3 * g / L.detach(), rtol=1e-12, atol=1e-14)
 
@@ -93,7 +93,7 @@ def test_normalized_gd_keeps_moving_when_loss_underflows():
     y = torch.tensor([1.0, 1.0], dtype=F64)
     ens = Ensemble(arch, [torch.tensor([[[1000.0, 0.0]]], dtype=F64)])
     before = ens.weights[0].detach().clone()
-    res = train(ens, X, y, loss_name="exp", lr=1.0, num_steps=3, normalized=True, probe_steps=[0, 3])
+    res = gradient_descent(ens, "exp", X, y, lr=1.0, num_steps=3, normalized=True, probe_steps=[0, 3])
     assert not res.diverged[0]
     assert (ens.weights[0] - before).abs().max() > 0.1
     assert np.isfinite(res.table["log_loss"]).all() and (res.table["loss"] == 0).all()
@@ -104,8 +104,8 @@ def test_sgd_runs_are_independent_of_their_neighbours():
     X, y = _data(n=24)
     a = Ensemble.create(arch, [1.0, 1.0, 1.0], [0, 1, 2])
     b = Ensemble.create(arch, [1.0], [1])
-    train(a, X, y, loss_name="square", lr=0.05, num_steps=30, batch_size=5)
-    train(b, X, y, loss_name="square", lr=0.05, num_steps=30, batch_size=5)
+    gradient_descent(a, "square", X, y, lr=0.05, num_steps=30, batch_size=5)
+    gradient_descent(b, "square", X, y, lr=0.05, num_steps=30, batch_size=5)
     for wa, wb in zip(a.member(1).weights, b.member(0).weights):
         torch.testing.assert_close(wa, wb, rtol=1e-13, atol=1e-14)
     first = loss("square", Ensemble.create(arch, [1.0], [1])(X), y).item()
@@ -117,7 +117,7 @@ def test_table_is_tidy_and_probes_scheduled():
     X, y = _data()
     ens = Ensemble.create(arch, [0.5] * 4, [0, 1, 2, 3])
     steps = log_spaced(200, 10)
-    res = train(ens, X, y, loss_name="square", lr=0.01, num_steps=200, probe_steps=steps,
+    res = gradient_descent(ens, "square", X, y, lr=0.01, num_steps=200, probe_steps=steps,
                 probes=(loss_probe, norms_probe))
     assert len(res.table) == 4 * len(steps)
     assert set(res.table.step) == set(steps.tolist())
@@ -129,12 +129,12 @@ def test_bad_training_input():
     X, y = _data()
     ens = Ensemble.create(arch, [0.5], [0])
     with pytest.raises(ValueError, match="positive"):
-        train(ens, X, y, loss_name="square", lr=-0.1, num_steps=1)
+        gradient_descent(ens, "square", X, y, lr=-0.1, num_steps=1)
     with pytest.raises(ValueError, match="unknown loss"):
-        train(ens, X, y, loss_name="hinge", lr=0.1, num_steps=1)
+        gradient_descent(ens, "hinge", X, y, lr=0.1, num_steps=1)
     with pytest.raises(ValueError, match="empty"):
-        train(ens, X[:0], y[:0], loss_name="square", lr=0.1, num_steps=1)
+        gradient_descent(ens, "square", X[:0], y[:0], lr=0.1, num_steps=1)
     with pytest.raises(ValueError, match=r"X must be"):
-        train(ens, X[:, :3], y, loss_name="square", lr=0.1, num_steps=1)
+        gradient_descent(ens, "square", X[:, :3], y, lr=0.1, num_steps=1)
     with pytest.raises(ValueError, match="step sizes for"):
-        train(ens, X, y, loss_name="square", lr=[0.1, 0.2], num_steps=1)
+        gradient_descent(ens, "square", X, y, lr=[0.1, 0.2], num_steps=1)

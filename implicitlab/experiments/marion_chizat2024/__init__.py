@@ -1,3 +1,3 @@
-"""Marion & Chizat 2024: deep linear networks for regression are implicitly regularized towards flat minima."""
+"""Marion & Chizat 2024: deep linear networks for regression are implicitly regularized towards flat minima.
 
-from . import extra, fig1, resnet  # noqa: F401  (register every mc2024-* experiment)
+One experiment per module; the list of experiments is in :mod:`implicitlab.experiments`."""

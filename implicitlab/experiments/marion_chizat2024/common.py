@@ -33,7 +33,7 @@ from ...diagnostics.ensemble_curvature import ensemble_sharpness
 from ...losses import loss as loss_fn
 from ...models import Architecture, Ensemble
 from ...references.deep_linear import deep_linear_sharpness_bound
-from ...train import train
+from ...train import gradient_descent
 
 SOURCE = "Marion & Chizat 2024"
 
@@ -110,7 +110,7 @@ def _train_grid(arch, problem_key, lr, steps, scales, reps, seed, sharpness_tol,
     seeds = [seed * 1_000_003 + 7919 * i + 1 for i in range(len(run_scales))]
     ens = Ensemble.create(arch, run_scales, seeds, dtype=dtype, device=device)
     s0 = ensemble_sharpness(ens, "square", P.X, P.y, tol=sharpness_tol, max_matvecs=200)
-    res = train(ens, P.X, P.y, loss_name="square", lr=lr, num_steps=steps)
+    res = gradient_descent(ens, "square", P.X, P.y, lr=lr, num_steps=steps)
     s1 = ensemble_sharpness(ens, "square", P.X, P.y, tol=sharpness_tol, max_matvecs=200)
     with torch.no_grad():
         train_loss = loss_fn("square", ens(P.X), P.y)

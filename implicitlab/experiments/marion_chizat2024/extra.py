@@ -24,9 +24,9 @@ import torch
 
 from ...config import dtype_of, require, require_positive
 from ...models import Architecture, Ensemble
-from ...train import alignment_probe, every, loss_probe, train
+from ...train import alignment_probe, every, loss_probe, gradient_descent
 from ..claims import Claim
-from ..registry import Experiment, register
+from ..experiment import Experiment
 from .common import SOURCE, GridConfig, problem_from_key, run_grid, spearman
 from .fig1 import grid_figure
 
@@ -103,12 +103,12 @@ def plot_fig6(table: pd.DataFrame):
     return fig
 
 
-FIG6 = register(Experiment(
+FIG6 = Experiment(
     name="mc2024-fig6",
     title="Underdetermined deep linear regression: sharpness vs scale, generalization gap vs sharpness (Fig. 6)",
     paper=SOURCE, config_type=GridConfig, presets=FIG6_PRESETS, run=run_grid, plot=plot_fig6, claims=claims_fig6,
     description=__doc__ or "",
-))
+)
 
 
 # ------------------------------------------------------------------------------------ GELU
@@ -163,12 +163,12 @@ def plot_gelu(table: pd.DataFrame):
     return grid_figure(table, "GELU: ")
 
 
-GELU = register(Experiment(
+GELU = Experiment(
     name="mc2024-gelu",
     title="GELU between layers (L = 10, noiseless): as Fig. 1(a, b)",
     paper=SOURCE, config_type=GridConfig, presets=GELU_PRESETS, run=run_grid, plot=plot_gelu, claims=claims_gelu,
     description=__doc__ or "",
-))
+)
 
 
 # ------------------------------------------------------------------------------------ alignment
@@ -217,7 +217,7 @@ def run_alignment(cfg: AlignmentConfig, *, device: torch.device = torch.device("
     seeds = [cfg.seed * 1_000_003 + 31 * i + 5 for i in range(len(scales))]
     ens = Ensemble.create(Architecture("deep_linear", d_in=cfg.d, depth=cfg.depth), scales, seeds, dtype=dtype,
                           device=device)
-    res = train(ens, P.X, P.y, loss_name="square", lr=cfg.lr, num_steps=cfg.steps,
+    res = gradient_descent(ens, "square", P.X, P.y, lr=cfg.lr, num_steps=cfg.steps,
                 probe_steps=every(cfg.probe_every, cfg.steps), probes=(loss_probe, alignment_probe),
                 progress=(lambda s, n: progress(s / n)) if progress else None)
     t = res.table
@@ -273,9 +273,9 @@ def plot_alignment(table: pd.DataFrame):
     return fig
 
 
-ALIGNMENT = register(Experiment(
+ALIGNMENT = Experiment(
     name="mc2024-alignment",
     title="Small init: rank-one, aligned layers (result 3), vs init scale and along training",
     paper=SOURCE, config_type=AlignmentConfig, presets=ALIGN_PRESETS, run=run_alignment, plot=plot_alignment,
     claims=claims_alignment, description=__doc__ or "",
-))
+)

@@ -26,9 +26,9 @@ import torch
 from ...config import dtype_of, require, require_positive
 from ...diagnostics.ensemble_curvature import MidpointSharpnessProbe
 from ...models import Architecture, Ensemble
-from ...train import ProbeContext, every, train
+from ...train import ProbeContext, every, gradient_descent
 from ..claims import Claim
-from ..registry import Experiment, register
+from ..experiment import Experiment
 from .common import SOURCE, check_grid, problem_from_key, run_step_sizes, spearman
 
 
@@ -105,7 +105,7 @@ def run_trace(cfg: Fig1Config, arch: Architecture, device: torch.device) -> pd.D
     seeds = [cfg.seed * 1_000_003 + 104_729 + i for i in range(len(lrs))]
     ens = Ensemble.create(arch, [cfg.trace_scale] * len(lrs), seeds, dtype=dtype, device=device)
     probe = MidpointSharpnessProbe(tol=cfg.sharpness_tol, criterion="residual")
-    res = train(ens, P.X, P.y, loss_name="square", lr=torch.tensor(lrs, dtype=dtype, device=device),
+    res = gradient_descent(ens, "square", P.X, P.y, lr=torch.tensor(lrs, dtype=dtype, device=device),
                 num_steps=cfg.trace_steps, probe_steps=every(cfg.trace_every, cfg.trace_steps),
                 probes=(probe, _distance_probe(P.w_star)))
     t = res.table
@@ -309,12 +309,12 @@ def plot_divergence(table: pd.DataFrame):
     return fig
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     name="mc2024-fig1",
     title="Plain deep linear nets: distance and sharpness vs init scale; edge of stability (Fig. 1)",
     paper=SOURCE, config_type=Fig1Config, presets=PRESETS, run=run, plot=plot, claims=claims,
     description=__doc__ or "",
-))
+)
 
 
 def run_fig3(cfg: Fig1Config, *, device: torch.device = torch.device("cpu"), progress=None) -> pd.DataFrame:
@@ -322,9 +322,9 @@ def run_fig3(cfg: Fig1Config, *, device: torch.device = torch.device("cpu"), pro
     return run_grid(cfg, arch, device, progress)
 
 
-FIG3 = register(Experiment(
+FIG3 = Experiment(
     name="mc2024-fig3",
     title="Probability of divergence vs init scale, per step size (Fig. 3; the runs of Fig. 1)",
     paper=SOURCE, config_type=Fig1Config, presets=PRESETS, run=run_fig3, plot=plot_divergence,
     claims=divergence_claims, description=__doc__ or "",
-))
+)

@@ -23,7 +23,7 @@ import torch
 from ...config import dtype_of, require, require_positive
 from ...models import Architecture
 from ..claims import Claim
-from ..registry import Experiment, register
+from ..experiment import Experiment
 from .common import SOURCE, GridConfig, run_grid
 from .fig1 import grid_figure, sharpness_claims
 
@@ -57,12 +57,12 @@ def plot(table: pd.DataFrame):
     return grid_figure(table, "residual: ")
 
 
-RESNET = register(Experiment(
+RESNET = Experiment(
     name="mc2024-resnet",
     title="Residual deep linear nets: distance and sharpness vs init scale (res-1)",
     paper=SOURCE, config_type=GridConfig, presets=PRESETS, run=run_grid, plot=plot, claims=claims,
     description=__doc__ or "",
-))
+)
 
 
 # ----------------------------------------------------------------------------------- Fig. 2
@@ -110,7 +110,7 @@ def run_fig2(cfg: Fig2Config, *, device: torch.device = torch.device("cpu"), pro
     from ...data.synthetic import marion_chizat_regression
     from ...models import Ensemble
     from ...references.deep_linear import deep_linear_sharpness_bound
-    from ...train import train
+    from ...train import gradient_descent
 
     dtype = dtype_of(cfg.dtype)
     data = marion_chizat_regression(cfg.n, cfg.d, noise=cfg.noise, seed=cfg.data_seed)
@@ -124,7 +124,7 @@ def run_fig2(cfg: Fig2Config, *, device: torch.device = torch.device("cpu"), pro
         seeds = [cfg.seed * 1_000_003 + 7919 * j + 13 * L for j in range(len(lrs))]
         ens = Ensemble.create(Architecture("residual", d_in=cfg.d, depth=L), [cfg.scale] * len(lrs), seeds,
                               dtype=dtype, device=device)
-        res = train(ens, X, y, loss_name="square", lr=torch.tensor(lrs, dtype=dtype, device=device),
+        res = gradient_descent(ens, "square", X, y, lr=torch.tensor(lrs, dtype=dtype, device=device),
                     num_steps=cfg.steps)
         with torch.no_grad():
             dist = ((ens.end_to_end()[:, 0, :] - w_star) ** 2).sum(-1).cpu().numpy()
@@ -194,9 +194,9 @@ def plot_fig2(table: pd.DataFrame):
     return fig
 
 
-FIG2 = register(Experiment(
+FIG2 = Experiment(
     name="mc2024-fig2",
     title="Residual nets of depth 5–40: training succeeds only below the critical step 2/S_min (Fig. 2)",
     paper=SOURCE, config_type=Fig2Config, presets=FIG2_PRESETS, run=run_fig2, plot=plot_fig2,
     claims=claims_fig2, description=__doc__ or "",
-))
+)

@@ -37,7 +37,7 @@ import torch
 from ...config import dtype_of, require, require_positive
 from ...models.convnet import poggio_fig1_net, poggio_fig1_num_params
 from ..claims import Claim
-from ..registry import Experiment, register
+from ..experiment import Experiment
 from .cifar import (
     check_training_fields,
     CHANCE_ERROR,
@@ -231,7 +231,7 @@ def plot(table: pd.DataFrame):
     return fig
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     name="poggio2018-fig1",
     title="CIFAR-10: training and test error vs number of training examples, true and random labels (Fig. 1)",
     paper=SOURCE,
@@ -242,4 +242,4 @@ EXPERIMENT = register(Experiment(
     claims=claims,
     description=__doc__ or "",
     tags=("cifar10",),
-))
+)

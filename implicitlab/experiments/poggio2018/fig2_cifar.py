@@ -34,7 +34,7 @@ from ...models.convnet import (
     poggio_fig1_num_params,
 )
 from ..claims import Claim
-from ..registry import Experiment, register
+from ..experiment import Experiment
 from .cifar import (
     check_training_fields,
     CIFAR_TRAIN,
@@ -215,7 +215,7 @@ def plot(table: pd.DataFrame):
     return fig
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     name="poggio2018-fig2",
     title="CIFAR-10: test error and cross-entropy vs number of parameters at fixed n (Fig. 2)",
     paper=SOURCE,
@@ -226,4 +226,4 @@ EXPERIMENT = register(Experiment(
     claims=claims,
     description=__doc__ or "",
     tags=("cifar10",),
-))
+)

@@ -30,7 +30,7 @@ import torch
 
 from ...config import require, require_positive
 from ..claims import Claim
-from ..registry import Experiment, register
+from ..experiment import Experiment
 
 SOURCE = "Poggio et al. 2018"
 MODELS = ("product", "linear")
@@ -298,7 +298,7 @@ def plot(table: pd.DataFrame):
     return fig
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     name="poggio2018-fig3",
     title="Square loss: degenerate valley (zero Hessian eigenvalue) vs exponential loss: valley sloped to ∞ (Fig. 3)",
     paper=SOURCE,
@@ -308,4 +308,4 @@ EXPERIMENT = register(Experiment(
     plot=plot,
     claims=claims,
     description=__doc__ or "",
-))
+)

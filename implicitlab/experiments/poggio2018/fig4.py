@@ -60,11 +60,11 @@ import torch
 from ...config import require, require_positive
 from ...data.synthetic import POLYNOMIAL_BASES, chebyshev_nodes, polynomial_features, sine_target
 from ...models import Architecture, Ensemble
-from ...train import train
+from ...train import gradient_descent
 from ...train.perturb import PerturbationSchedule, gaussian_perturbations, perturbed_gd
 from ...train.quadratic import QuadraticGD
 from ..claims import Claim
-from ..registry import Experiment, register
+from ..experiment import Experiment
 
 SOURCE = "Poggio et al. 2018"
 EPS = float(np.finfo(np.float64).eps)
@@ -252,10 +252,10 @@ def _explicit_check(cfg: Fig4Config, basis: str, device: torch.device) -> pd.Dat
     X = torch.tensor(gd.A, dtype=torch.float64, device=device)
     y = torch.tensor(gd.b, dtype=torch.float64, device=device)
     ens = Ensemble(Architecture("deep_linear", d_in=p, depth=1), [torch.tensor(w0[:, None, :], device=device)])
-    train(ens, X, y, loss_name="square", lr=cfg.lr, num_steps=k1, reduction=cfg.reduction, probe_steps=[])
+    gradient_descent(ens, "square", X, y, lr=cfg.lr, num_steps=k1, reduction=cfg.reduction, probe_steps=[])
     with torch.no_grad():
         ens.weights[0].add_(torch.tensor(kick[0][:, None, :], device=device))
-    train(ens, X, y, loss_name="square", lr=cfg.lr, num_steps=cfg.check_steps - k1, reduction=cfg.reduction,
+    gradient_descent(ens, "square", X, y, lr=cfg.lr, num_steps=cfg.check_steps - k1, reduction=cfg.reduction,
           probe_steps=[])
     w_ex = ens.weights[0].detach().cpu().numpy()[:, 0, :]
     rel = float(np.max(np.linalg.norm(w_ff - w_ex, axis=-1) / np.linalg.norm(w_ex, axis=-1)))
@@ -466,7 +466,7 @@ def plot(table: pd.DataFrame):
     return fig
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     name="poggio2018-fig4",
     title="Perturbed GD on degenerate polynomial regression: train/test error and ‖w‖ (Fig. 4)",
     paper=SOURCE,
@@ -476,4 +476,4 @@ EXPERIMENT = register(Experiment(
     plot=plot,
     claims=claims,
     description=__doc__ or "",
-))
+)

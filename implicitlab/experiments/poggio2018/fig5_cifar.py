@@ -45,7 +45,7 @@ from torch import nn
 from ...config import dtype_of, require, require_positive
 from ...models.convnet import num_params, poggio_fig5_net
 from ..claims import Claim
-from ..registry import Experiment, register
+from ..experiment import Experiment
 from .cifar import (
     check_training_fields,
     CIFAR_TRAIN,
@@ -324,7 +324,7 @@ def plot(table: pd.DataFrame):
     return fig
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     name="poggio2018-fig5",
     title="CIFAR-10: perturbations every P epochs of GD at zero training error, and a control (Fig. 5)",
     paper=SOURCE,
@@ -335,4 +335,4 @@ EXPERIMENT = register(Experiment(
     claims=claims,
     description=__doc__ or "",
     tags=("cifar10",),
-))
+)

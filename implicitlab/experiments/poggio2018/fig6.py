@@ -44,7 +44,7 @@ from ...config import require, require_positive
 from ...data.synthetic import chebyshev_nodes, polynomial_features, sine_target
 from ...references import min_norm_solution
 from ..claims import Claim
-from ..registry import Experiment, register
+from ..experiment import Experiment
 
 SOURCE = "Poggio et al. 2018"
 ORTHOGONAL = ("chebyshev", "legendre")
@@ -385,7 +385,7 @@ def plot(table: pd.DataFrame):
     return fig
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     name="poggio2018-fig6",
     title="Minimum-norm polynomial regression vs number of monomials: exact vs float64 vs orthogonal bases (Fig. 6)",
     paper=SOURCE,
@@ -395,4 +395,4 @@ EXPERIMENT = register(Experiment(
     plot=plot,
     claims=claims,
     description=__doc__ or "",
-))
+)

@@ -35,9 +35,9 @@ from ...config import dtype_of, require, require_positive
 from ...models import Architecture, Ensemble
 from ...references import product_norm_k1, product_norm_k2_balanced, solve_norm_growth
 from ...references.growth_ode import product_norm_asymptotic
-from ...train import ProbeContext, log_spaced, loss_probe, norms_probe, train
+from ...train import ProbeContext, log_spaced, loss_probe, norms_probe, gradient_descent
 from ..claims import Claim
-from ..registry import Experiment, register
+from ..experiment import Experiment
 
 SOURCE = "Poggio et al. 2018"
 
@@ -134,7 +134,7 @@ def run(cfg: Fig7Config, *, device: torch.device = torch.device("cpu"), progress
         start = _aligned_start(K, cfg.width, _rho0(cfg, K), cfg.init_noise, x, gen)
         weights = [w.to(device=device, dtype=dtype) for w in start]
         ens = Ensemble(arch, weights)
-        res = train(ens, X, y, loss_name="exp", lr=cfg.gd_lr, num_steps=cfg.gd_steps, reduction="sum",
+        res = gradient_descent(ens, "exp", X, y, lr=cfg.gd_lr, num_steps=cfg.gd_steps, reduction="sum",
                     probe_steps=steps, probes=(loss_probe, norms_probe, _f_tilde_probe(X)),
                     progress=(lambda s, n, i=i: progress((i + s / n) / len(cfg.depths))) if progress else None)
         tab = res.table
@@ -265,7 +265,7 @@ def plot(table: pd.DataFrame):
     return fig
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     name="poggio2018-fig7",
     title="Norm growth under GD with the exponential loss: ODE, closed forms and real GD (Sec. 14)",
     paper=SOURCE,
@@ -275,4 +275,4 @@ EXPERIMENT = register(Experiment(
     plot=plot,
     claims=claims,
     description=__doc__ or "",
-))
+)

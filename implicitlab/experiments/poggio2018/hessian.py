@@ -32,9 +32,9 @@ from ...config import require, require_positive
 from ...diagnostics.spectrum import explicit_hessian, hessian_spectrum, spectrum_counts
 from ...losses import loss as loss_fn
 from ...models import Architecture, Ensemble
-from ...train import train
+from ...train import gradient_descent
 from ..claims import Claim
-from ..registry import Experiment, register
+from ..experiment import Experiment
 
 SOURCE = "Poggio et al. 2018"
 
@@ -86,7 +86,7 @@ def _train_to_zero(arch: Architecture, X, y, cfg: HessianConfig, seed: int):
     done = 0
     while done < cfg.square_max_steps:
         chunk = min(5_000, cfg.square_max_steps - done)
-        train(ens, X, y, loss_name="square", lr=cfg.square_lr, num_steps=chunk)
+        gradient_descent(ens, "square", X, y, lr=cfg.square_lr, num_steps=chunk)
         done += chunk
         with torch.no_grad():
             if float(loss_fn("square", ens(X), y)[0]) <= cfg.square_loss_target:
@@ -143,7 +143,7 @@ def run(cfg: HessianConfig, *, device: torch.device = torch.device("cpu"), progr
     Xw = torch.randn(cfg.n, cfg.d_wide, generator=gen, dtype=torch.float64)
     yw = torch.sign(Xw @ torch.randn(cfg.d_wide, generator=gen, dtype=torch.float64))
     lin1 = Ensemble.create(Architecture("deep_linear", d_in=cfg.d_wide, depth=1), [0.3], [cfg.seed + 10])
-    train(lin1, Xw, yw, loss_name="exp", lr=cfg.exp_lr, num_steps=cfg.exp_steps)
+    gradient_descent(lin1, "exp", Xw, yw, lr=cfg.exp_lr, num_steps=cfg.exp_steps)
     rows.append(_row("exp one layer, linear", "exp", lin1.member(0), Xw, yw, cfg, 1, cfg.exp_steps))
     smooth = OneLayer(cfg.d_wide, gen)
     opt = torch.optim.SGD(smooth.parameters(), lr=cfg.exp_lr)
@@ -162,7 +162,7 @@ def run(cfg: HessianConfig, *, device: torch.device = torch.device("cpu"), progr
     )):
         scale = 0.3 if arch.kind == "deep_linear" else 1.0  # deep-linear entries are N(0, s²), no fan-in
         ens = Ensemble.create(arch, [scale], [cfg.seed + 20 + j])
-        train(ens, X, y, loss_name="exp", lr=cfg.exp_lr, num_steps=cfg.exp_steps)
+        gradient_descent(ens, "exp", X, y, lr=cfg.exp_lr, num_steps=cfg.exp_steps)
         name = "exp two-layer linear (Eq. 46)" if arch.kind == "deep_linear" else f"exp ReLU MLP, L={cfg.depth}"
         rows.append(_row(name, "exp", ens.member(0), X, y, cfg, 1, cfg.exp_steps))
     if progress:
@@ -234,9 +234,9 @@ def plot(table: pd.DataFrame):
     return fig
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     name="poggio2018-hessian",
     title="Hessian spectra at minima: zero eigenvalues for the square loss, distinct eigenvalues for exp (Thm 4)",
     paper=SOURCE, config_type=HessianConfig, presets=PRESETS, run=run, plot=plot, claims=claims,
     description=__doc__ or "",
-))
+)

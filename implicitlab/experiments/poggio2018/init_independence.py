@@ -58,9 +58,9 @@ from ...diagnostics import rank_one_ratio
 from ...losses import log_loss
 from ...models import Architecture, Ensemble
 from ...references import min_norm_solution, null_space_projector, svm_max_margin
-from ...train import log_spaced, train
+from ...train import log_spaced, gradient_descent
 from ..claims import Claim
-from ..registry import Experiment, register
+from ..experiment import Experiment
 
 SOURCE = "Poggio et al. 2018"
 LOSS_NAMES = ("exp", "logistic", "ce", "square")
@@ -154,7 +154,7 @@ def _train_measured(ens, X, y, loss_name, steps, lr_fn, normalized, probe_steps,
     for s in events:
         s = int(s)
         if s > current:
-            res = train(ens, X, y, loss_name=loss_name, lr=lr_fn(ens), num_steps=s - current, reduction="sum",
+            res = gradient_descent(ens, loss_name, X, y, lr=lr_fn(ens), num_steps=s - current, reduction="sum",
                         normalized=normalized, probe_steps=[])
             diverged |= res.diverged
             current = s
@@ -407,7 +407,7 @@ def plot(table: pd.DataFrame):
     return fig
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     name="poggio2018-init-independence",
     title="Normalized weights forget the init under exp-type losses, not under the square loss (Thm 3, Prop. 5)",
     paper=SOURCE,
@@ -417,4 +417,4 @@ EXPERIMENT = register(Experiment(
     plot=plot,
     claims=claims,
     description=__doc__ or "",
-))
+)

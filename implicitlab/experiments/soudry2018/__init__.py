@@ -1,3 +1,3 @@
-"""Soudry et al. 2018: the implicit bias of GD on separable data (linear predictors)."""
+"""Soudry et al. 2018: the implicit bias of GD on separable data (linear predictors).
 
-from . import linear  # noqa: F401  (registers soudry2018-linear)
+One experiment per module; the list of experiments is in :mod:`implicitlab.experiments`."""

@@ -35,9 +35,9 @@ from ...config import dtype_of, require, require_positive
 from ...data import digits_binary, separable_through_origin
 from ...models import Architecture, Ensemble
 from ...references import min_norm_solution, null_space_projector, svm_max_margin
-from ...train import ProbeContext, log_spaced, loss_probe, train
+from ...train import ProbeContext, log_spaced, loss_probe, gradient_descent
 from ..claims import Claim
-from ..registry import Experiment, register
+from ..experiment import Experiment
 
 SOURCE = "Soudry et al. 2018"
 DATASETS = ("synthetic", "digits01")
@@ -134,7 +134,7 @@ def run(cfg: SoudryConfig, *, device: torch.device = torch.device("cpu"), progre
         runs.append(("exp", "normalized_gd", cfg.normalized_lr_factor / max_row2, cfg.normalized_steps, True))
         for loss_name, method, lr, steps, normalized in runs:
             ens = Ensemble(arch, [torch.zeros(1, 1, X.shape[1], dtype=dtype, device=device)])  # w(0) = 0
-            res = train(ens, X, y, loss_name=loss_name, lr=lr, num_steps=steps, reduction="sum",
+            res = gradient_descent(ens, loss_name, X, y, lr=lr, num_steps=steps, reduction="sum",
                         normalized=normalized, probe_steps=log_spaced(steps, cfg.num_probes),
                         probes=(loss_probe, probe))
             t = res.table.drop(columns=["run"])
@@ -163,7 +163,7 @@ def _square_null_space(cfg: SoudryConfig, dtype, device) -> pd.DataFrame:
     ens = Ensemble.create(arch, [1.0, 1.0], [cfg.seed + 11, cfg.seed + 12], dtype=dtype, device=device)
     w0 = ens.end_to_end()[:, 0, :].detach().cpu().numpy()
     lr = 0.5 / float(np.linalg.norm(Xn, 2) ** 2)  # sum of squares: Hessian 2XᵀX, stable below 1/σ²
-    res = train(ens, X, y, loss_name="square", lr=lr, num_steps=cfg.square_steps, reduction="sum",
+    res = gradient_descent(ens, "square", X, y, lr=lr, num_steps=cfg.square_steps, reduction="sum",
                 probe_steps=log_spaced(cfg.square_steps, 20))
     wT = ens.end_to_end()[:, 0, :].detach().cpu().numpy()
     P = null_space_projector(Xn)
@@ -315,7 +315,7 @@ def plot(table: pd.DataFrame):
     return fig
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     name="soudry2018-linear",
     title="GD on separable data → hard-margin SVM direction (logistic, exp; normalized GD; square loss)",
     paper=SOURCE,
@@ -325,4 +325,4 @@ EXPERIMENT = register(Experiment(
     plot=plot,
     claims=claims,
     description=__doc__ or "",
-))
+)

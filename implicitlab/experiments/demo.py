@@ -9,7 +9,7 @@ from the initialisation W_k ~ init_scale · N(0, 1):
 - depth ≥ 2: the end-to-end map P = W_L⋯W_1 of a small initialisation ends near w_mn too; a large
   one need not. Sweeping ``init_scale`` shows the claim below flip from *holds* to *refuted*.
 
-How an experiment opts into batching (see :class:`~implicitlab.experiments.registry.Experiment`):
+How an experiment opts into batching (see :class:`~implicitlab.experiments.experiment.Experiment`):
 declare ``batch_fields`` — the config fields an ensemble can carry one value per run of (here
 ``seed``, ``init_scale``, ``lr``) — and give ``run_batch(cfgs, device=, progress=)``, which trains
 configs that differ only in those fields as one :class:`~implicitlab.models.Ensemble` and returns
@@ -28,10 +28,10 @@ import torch
 from matplotlib.figure import Figure
 
 from ..config import ConfigError, dtype_of, require, require_positive
-from ..experiments.claims import Claim
-from ..experiments.registry import Experiment, register
+from .claims import Claim
+from .experiment import Experiment
 from ..models import Architecture, Ensemble
-from ..train import ProbeContext, log_spaced, loss_probe, train
+from ..train import ProbeContext, log_spaced, loss_probe, gradient_descent
 
 BATCH_FIELDS = ("seed", "init_scale", "lr")
 
@@ -103,7 +103,7 @@ def run_batch(cfgs: Sequence[DemoConfig], *, device: torch.device = torch.device
         return {"min_norm_distance": (P - target).norm(dim=-1) / target.norm(),
                 "norm_end_to_end": P.norm(dim=-1)}
 
-    res = train(ens, X, y, loss_name="square", lr=lrs, num_steps=cfg.num_steps,
+    res = gradient_descent(ens, "square", X, y, lr=lrs, num_steps=cfg.num_steps,
                 probe_steps=log_spaced(cfg.num_steps, cfg.num_probes), probes=(loss_probe, min_norm_probe),
                 progress=(lambda s, n: progress(s / n)) if progress else None)
     if progress:
@@ -155,7 +155,7 @@ def claims(table: pd.DataFrame) -> list[Claim]:
     ]
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     name="sweep-demo",
     title="deep linear regression from small init ends near the min-norm interpolator (batchable)",
     paper="least-squares implicit bias (demo for sweeps)",
@@ -168,4 +168,4 @@ EXPERIMENT = register(Experiment(
     tags=("demo",),
     batch_fields=BATCH_FIELDS,
     run_batch=run_batch,
-))
+)

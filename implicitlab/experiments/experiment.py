@@ -1,4 +1,6 @@
-"""Experiments as data: a config type, presets, ``run``, ``plot`` and ``claims``; and the registry."""
+"""The Experiment record: a config type, presets, ``run``, ``plot`` and ``claims`` (experiments as data).
+
+The list of experiments is in :mod:`implicitlab.experiments` (``__init__.py``)."""
 
 from __future__ import annotations
 
@@ -91,30 +93,3 @@ def merged_run_batch(run: Callable[..., pd.DataFrame], columns: dict[str, str]) 
         return out
 
     return run_batch
-
-
-_REGISTRY: dict[str, Experiment] = {}
-
-
-def register(exp: Experiment) -> Experiment:
-    if exp.name in _REGISTRY:
-        raise ValueError(f"experiment {exp.name!r} registered twice")
-    _REGISTRY[exp.name] = exp
-    return exp
-
-
-def _load_all() -> None:
-    # Importing the modules registers their experiments.
-    from . import marion_chizat2024, poggio2018, soudry2018  # noqa: F401
-
-
-def experiments() -> dict[str, Experiment]:
-    _load_all()
-    return dict(sorted(_REGISTRY.items()))
-
-
-def get(name: str) -> Experiment:
-    exps = experiments()
-    if name not in exps:
-        raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(exps)}")
-    return exps[name]
