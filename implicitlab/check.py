@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ConfigError
+from .config import ConfigError, with_data_dir
 from .environment import code_fingerprint
 from .experiments import Claim, Experiment, experiments
 from .report import ReportEntry, write_report
@@ -73,12 +73,18 @@ def check(
     workers: int = 1,
     retry_failed: bool = False,
     fresh: bool = False,
+    data_dir: str | None = None,
     progress=None,
 ) -> CheckResult:
-    """Run (or reuse) every selected experiment's ``preset``; write ``report.html`` and ``claims.json``."""
+    """Run (or reuse) every selected experiment's ``preset``; write ``report.html`` and ``claims.json``.
+
+    ``data_dir`` (the data root of the experiments that load data sets) goes into the ``data_dir``
+    field of those experiments' configs; None keeps the presets' own (the loaders' default root).
+    """
     start = time.perf_counter()
     exps = select(only)
-    points = [p for e in exps for p in points_for(e, [e.preset(preset)], preset=preset)]  # validates presets
+    points = [p for e in exps
+              for p in points_for(e, [with_data_dir(e.preset(preset), data_dir)], preset=preset)]  # validates presets
     before = Store(Path(out) / STORE_NAME)
     stored = {p.key for p in points if before.statuses(p.experiment.name).get(p.config_hash) == "ok"}
     before.close()

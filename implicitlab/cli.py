@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .config import ConfigError, apply_overrides, resolve_device
+from .config import ConfigError, apply_overrides, resolve_device, with_data_dir
 from .experiments import Claim, experiments, get
 from .sweep import BACKENDS
 
@@ -21,15 +21,14 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def _use_data_dir(data_dir: Path | None) -> None:
-    """``--data-dir`` wins over $IMPLICITLAB_DATA; it is passed on as that variable (workers inherit it)."""
-    import os
-
+def _check_data_dir(data_dir: Path | None) -> str | None:
+    """``--data-dir`` (or $IMPLICITLAB_DATA, read by the option) as an absolute path; it reaches the
+    loaders through the ``data_dir`` field of the configs that load data (:func:`with_data_dir`)."""
     if data_dir is None:
-        return
+        return None
     if not data_dir.is_dir():
         _fail(f"--data-dir {data_dir}: not a directory")
-    os.environ["IMPLICITLAB_DATA"] = str(data_dir.resolve())
+    return str(data_dir.resolve())
 
 
 def _fail(message: str) -> None:
@@ -72,8 +71,8 @@ def run(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
     out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
     threads: Annotated[int, typer.Option(help="torch CPU threads (small batched ops run fastest on 1)")] = 1,
-    data_dir: Annotated[Path | None, typer.Option(help="data root (CIFAR-10, MNIST); else $IMPLICITLAB_DATA, "
-                                                  "else ../shared/data, else ./data")] = None,
+    data_dir: Annotated[Path | None, typer.Option(envvar="IMPLICITLAB_DATA", help="data root (CIFAR-10, MNIST); "
+                                                  "default ../shared/data, else ./data")] = None,
 ) -> None:
     """Run an experiment's preset: store the run, write figure + table + claims, print the claims."""
     import torch
@@ -86,6 +85,7 @@ def run(
         names = ([n for n, e in experiments().items() if "demo" not in e.tags] if experiment == "all"
                  else [get(experiment).name])
         dev = resolve_device(device)
+        root = _check_data_dir(data_dir)
         plans = []
         for name in names:
             exp = get(name)
@@ -94,12 +94,11 @@ def run(
                 if experiment == "all":
                     raise ConfigError("--set needs a single experiment, not 'all'")
                 cfg = apply_overrides(cfg, set_)
-            plans.append((exp, cfg))
+            plans.append((exp, with_data_dir(cfg, root)))
     except ConfigError as exc:
         _fail(str(exc))
     if threads < 1:
         _fail(f"--threads must be ≥ 1, got {threads}")
-    _use_data_dir(data_dir)
     torch.set_num_threads(threads)
 
     all_hold = True
@@ -312,8 +311,8 @@ def check_command(
                                         "changing the code; stored runs are kept)")] = False,
     fail_on_refuted: Annotated[bool, typer.Option(help="exit 1 when a claim does not hold")] = True,
     threads: Annotated[int, typer.Option(help="torch CPU threads of the local backend")] = 1,
-    data_dir: Annotated[Path | None, typer.Option(help="data root (CIFAR-10, MNIST); else $IMPLICITLAB_DATA, "
-                                                  "else ../shared/data, else ./data")] = None,
+    data_dir: Annotated[Path | None, typer.Option(envvar="IMPLICITLAB_DATA", help="data root (CIFAR-10, MNIST); "
+                                                  "default ../shared/data, else ./data")] = None,
 ) -> None:
     """Every experiment's preset (resumable), every claim: prints the claims, writes report.html and claims.json."""
     import torch
@@ -332,13 +331,13 @@ def check_command(
             raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     except ConfigError as exc:
         _fail(str(exc))
-    _use_data_dir(data_dir)
+    root = _check_data_dir(data_dir)
     torch.set_num_threads(threads)
     try:
         with _bar() as bar:
             task = bar.add_task(f"check ({preset}, {len(exps)} experiments)", total=len(exps))
             result = check(preset, only=only, out=out, device=device, backend=backend, workers=workers,
-                           retry_failed=retry_failed, fresh=fresh,
+                           retry_failed=retry_failed, fresh=fresh, data_dir=root,
                            progress=lambda done, total: bar.update(task, completed=done))
     except KeyboardInterrupt:
         err_console.print("interrupted: the runs stored so far are kept; rerun the same command to resume",

@@ -11,6 +11,7 @@ Experiment configs are frozen dataclasses. This module holds what every config s
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 import hashlib
 import json
 import math
@@ -137,6 +138,21 @@ def apply_overrides(cfg: Any, assignments: list[str] | tuple[str, ...]) -> Any:
             )
         changes[key] = _coerce(value, types_[key], key)
     return dataclasses.replace(cfg, **changes)
+
+
+def with_data_dir(cfg: Any, data_dir: str | Path | None) -> Any:
+    """``cfg`` with its ``data_dir`` field set to ``data_dir`` (a config without one, or None: unchanged).
+
+    This is how ``--data-dir`` reaches the loaders: as a config value (recorded with the run), never
+    through the environment. Where the field is already set (a ``--set data_dir=...``), an
+    explicit ``data_dir`` that disagrees is an error.
+    """
+    if data_dir is None or "data_dir" not in {f.name for f in dataclasses.fields(cfg)}:
+        return cfg
+    current = getattr(cfg, "data_dir")
+    if current is not None and Path(current) != Path(data_dir):
+        raise ConfigError(f"data_dir is set twice: {current!r} in the config and {str(data_dir)!r} by --data-dir")
+    return dataclasses.replace(cfg, data_dir=str(data_dir))
 
 
 # --------------------------------------------------------------------------- validation helpers
