@@ -22,8 +22,8 @@ from .config import ConfigError, with_data_dir
 from .environment import code_fingerprint
 from .experiments import Claim, Experiment, experiments
 from .report import ReportEntry, write_report
-from .sweep import Store
-from .sweep.driver import STORE_NAME, run_sweep
+from .sweep.store import Store, store_path
+from .sweep.driver import run_sweep
 from .sweep.grid import points_for
 
 
@@ -85,7 +85,7 @@ def check(
     exps = select(only)
     points = [p for e in exps
               for p in points_for(e, [with_data_dir(e.preset(preset), data_dir)], preset=preset)]  # validates presets
-    before = Store(Path(out) / STORE_NAME)
+    before = Store(store_path(out))
     stored = {p.key for p in points if before.statuses(p.experiment.name).get(p.config_hash) == "ok"}
     before.close()
     sweep = run_sweep(points, out=out, backend=backend, workers=workers, device=device, retry_failed=retry_failed,

@@ -15,6 +15,7 @@ from rich.table import Table
 from .config import ConfigError, apply_overrides, resolve_device, with_data_dir
 from .experiments import Claim, experiments, get
 from .sweep import BACKENDS
+from .sweep.store import store_path
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Measure where gradient descent goes.")
 console = Console()
@@ -241,7 +242,7 @@ def runs(
     """List stored runs: id, experiment, status, wall time, the config fields that vary."""
     from .sweep import Store
 
-    path = out / "implicitlab.sqlite"
+    path = store_path(out)
     if not path.is_file():
         _fail(f"no store at {path} (run `implicitlab run` or `implicitlab sweep` first)")
     if status not in (None, "ok", "failed"):
@@ -279,7 +280,7 @@ def export(
     """Write a tidy table of the ok runs: run id, config fields, the chosen metric columns."""
     from .sweep import Store, expand, load_spec, tidy_table, write_table
 
-    path = out / "implicitlab.sqlite"
+    path = store_path(out)
     try:
         fmt = format_ or ("parquet" if file.suffix == ".parquet" else "csv")
         if fmt not in ("csv", "parquet"):

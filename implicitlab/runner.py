@@ -21,7 +21,7 @@ from .environment import environment
 from .experiments import Claim, Experiment
 from .experiments import Progress
 from .plots import save
-from .sweep import Store
+from .sweep.store import Store, store_path
 
 
 @dataclass
@@ -46,7 +46,7 @@ def run_experiment(
     progress: Progress | None = None,
 ) -> RunOutcome:
     """Execute ``exp`` on ``cfg`` and persist everything (see module docstring)."""
-    store = store or Store(out / "implicitlab.sqlite")
+    store = store or Store(store_path(out))
     env = environment(device)
     cfg_dict = config_to_dict(cfg)
     h = config_hash(cfg)

@@ -12,10 +12,11 @@ from .backends import BACKENDS, PointResult, Task, execute_task
 from .driver import SweepReport, plan_tasks, run_sweep
 from .export import tidy_table, write_table
 from .grid import Point, SpecError, SweepSpec, expand, load_spec, parse_spec, points_for
-from .store import Store
+from .store import STORE_NAME, Store, store_path
 
 __all__ = [
     "BACKENDS",
+    "STORE_NAME",
     "Point",
     "PointResult",
     "SpecError",
@@ -30,6 +31,7 @@ __all__ = [
     "plan_tasks",
     "points_for",
     "run_sweep",
+    "store_path",
     "tidy_table",
     "write_table",
 ]

@@ -21,12 +21,11 @@ from ..config import ConfigError, config_to_dict, resolve_device
 from .backends import BACKENDS, Task, execute_task, ray_available, run_process_pool, run_ray
 from .export import tidy_table
 from .grid import Point
-from .store import Store
+from .store import Store, store_path
 
 SweepProgress = Callable[[float, int], None]
 """Called as ``progress(points_done, points_total)``; ``points_done`` may be fractional."""
 
-STORE_NAME = "implicitlab.sqlite"
 
 
 @dataclass
@@ -131,7 +130,7 @@ def run_sweep(
     out = Path(out)
     start = time.perf_counter()
 
-    store = Store(out / STORE_NAME)
+    store = Store(store_path(out))
     report = SweepReport(store=store, total=len(points))
     todo = []
     statuses: dict[str, dict[str, str]] = {}

@@ -26,6 +26,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+STORE_NAME = "implicitlab.sqlite"
+"""The store's file name inside a results folder: ``OUT/implicitlab.sqlite`` (the one place it is defined)."""
+
+
+def store_path(out: str | Path) -> Path:
+    """Where the store of the results folder ``out`` lives."""
+    return Path(out) / STORE_NAME
+
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
