@@ -54,7 +54,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 # --------------------------------------------------------------------------- overrides
 
 
-def _field_types(cls: type) -> dict[str, Any]:
+def field_types(cls: type) -> dict[str, Any]:
+    """Field name → resolved type annotation of the config dataclass ``cls``."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
@@ -75,14 +76,14 @@ def first_match(args: tuple, convert, fallback: str) -> Any:
     raise ConfigError(errors[0] if errors else fallback)
 
 
-def _coerce(text: str, tp: Any, key: str) -> Any:
+def coerce_text(text: str, tp: Any, key: str) -> Any:
     """Parse ``text`` as a value of type ``tp`` (int, float, bool, str, Literal, tuple, Optional)."""
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = get_args(tp)
         if type(None) in args and text.strip().lower() in ("none", "null"):
             return None
-        return first_match(args, lambda arg: _coerce(text, arg, key), f"{key}: cannot parse {text!r}")
+        return first_match(args, lambda arg: coerce_text(text, arg, key), f"{key}: cannot parse {text!r}")
     if origin is Literal:
         choices = get_args(tp)
         for c in choices:
@@ -96,7 +97,7 @@ def _coerce(text: str, tp: Any, key: str) -> Any:
         if body.startswith(("[", "(")) and body.endswith(("]", ")")):
             body = body[1:-1]
         parts = [p.strip() for p in body.split(",") if p.strip()]
-        return tuple(_coerce(p, inner, key) for p in parts)
+        return tuple(coerce_text(p, inner, key) for p in parts)
     if tp is bool:
         low = text.strip().lower()
         if low in ("true", "1", "yes"):
@@ -125,7 +126,7 @@ def apply_overrides(cfg: Any, assignments: list[str] | tuple[str, ...]) -> Any:
     Unknown keys, malformed assignments and values of the wrong type raise :class:`ConfigError`;
     the new config's own ``__post_init__`` validation then runs (e.g. a negative step size).
     """
-    types_ = _field_types(type(cfg))
+    types_ = field_types(type(cfg))
     changes: dict[str, Any] = {}
     for item in assignments:
         if "=" not in item:
@@ -136,7 +137,7 @@ def apply_overrides(cfg: Any, assignments: list[str] | tuple[str, ...]) -> Any:
                 f"unknown config key {key!r} for {type(cfg).__name__}; "
                 f"known: {', '.join(sorted(types_))}"
             )
-        changes[key] = _coerce(value, types_[key], key)
+        changes[key] = coerce_text(value, types_[key], key)
     return dataclasses.replace(cfg, **changes)
 
 

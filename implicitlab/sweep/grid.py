@@ -33,7 +33,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
-from ..config import ConfigError, _coerce, _field_types, config_hash, first_match
+from ..config import ConfigError, coerce_text, config_hash, field_types, first_match
 from ..experiments import Experiment, get
 
 SPEC_KEYS = ("experiment", "preset", "set", "grid", "zip", "seeds")
@@ -161,7 +161,7 @@ def coerce_value(value: Any, tp: Any, key: str) -> Any:
     int field is an error, an int for a float field becomes a float); lists become tuples.
     """
     if isinstance(value, str):
-        return _coerce(value, tp, key)
+        return coerce_text(value, tp, key)
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = get_args(tp)
@@ -216,7 +216,7 @@ def expand(spec: SweepSpec) -> list[Point]:
         base = exp.preset(spec.preset)
     except ConfigError as exc:
         raise SpecError(str(exc)) from None
-    types_ = _field_types(type(base))
+    types_ = field_types(type(base))
 
     def typed(part: str, name: str, value: Any) -> Any:
         if name not in types_:
