@@ -16,6 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "implicitlab"
 # rank of each top-level part of the package; a module may import modules of equal or lower rank
 LAYERS: dict[str, int] = {
     "version": 0,
+    "seeds": 0,
     "config": 1,
     "environment": 1,
     "losses": 2,
