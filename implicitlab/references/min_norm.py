@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from .arrays import as_float64, check_finite, check_matrix
+
 __all__ = [
     "MinNormResult",
     "min_norm_solution",
@@ -33,39 +35,8 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------------------------------
-# Input conversion and checks (also used by svm.py)
+# The singular-value cutoff
 # --------------------------------------------------------------------------------------------------
-
-
-def _as_float64(a: Any, name: str) -> np.ndarray:
-    """Convert ``a`` (array-like or torch tensor) to a float64 ndarray, or raise ``ValueError``."""
-    if hasattr(a, "detach") and hasattr(a, "cpu"):  # a torch tensor; torch is not imported here
-        t = a.detach().cpu()
-        if t.is_complex():
-            raise ValueError(f"{name} must be real; got a complex tensor")
-        try:
-            a = np.asarray(t)
-        except TypeError:  # dtypes numpy lacks (bfloat16): go through float64 in torch
-            a = np.asarray(t.double())
-    arr = np.asarray(a)
-    if np.iscomplexobj(arr):
-        raise ValueError(f"{name} must be real; got dtype {arr.dtype}")
-    try:
-        return np.array(arr, dtype=np.float64)  # a copy: callers may not mutate our results
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be numeric; got dtype {arr.dtype}") from None
-
-
-def _check_matrix(X: np.ndarray, name: str = "X") -> None:
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array of shape (n, d); got shape {X.shape}")
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"{name} must have at least one row and one column; got shape {X.shape}")
-
-
-def _check_finite(a: np.ndarray, name: str) -> None:
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or inf")
 
 
 def _rcond(rcond: float | None, n: int, d: int) -> float:
@@ -123,16 +94,16 @@ def min_norm_solution(X: Any, y: Any, *, rcond: float | None = None) -> MinNormR
 
     Source: X⁺ = V_r Σ_r⁻¹ U_rᵀ, Golub & Van Loan, "Matrix Computations", 4th ed., §5.5.2.
     """
-    X = _as_float64(X, "X")
-    y = _as_float64(y, "y")
-    _check_matrix(X)
+    X = as_float64(X, "X")
+    y = as_float64(y, "y")
+    check_matrix(X)
     n, d = X.shape
     if y.ndim not in (1, 2):
         raise ValueError(f"y must have shape (n,) or (n, k); got shape {y.shape}")
     if y.shape[0] != n:
         raise ValueError(f"y has {y.shape[0]} rows but X has {n}")
-    _check_finite(X, "X")
-    _check_finite(y, "y")
+    check_finite(X, "X")
+    check_finite(y, "y")
     rel = _rcond(rcond, n, d)
 
     U, s, Vt = np.linalg.svd(X, full_matrices=False)  # U (n, m), s (m,), Vt (m, d), m = min(n, d)
@@ -164,9 +135,9 @@ def min_norm_solution(X: Any, y: Any, *, rcond: float | None = None) -> MinNormR
 
 def _right_singular_basis(X: Any, rcond: float | None) -> tuple[np.ndarray, int]:
     """(Vt, r): a full d×d orthogonal Vt from the SVD of X and the numerical rank r."""
-    X = _as_float64(X, "X")
-    _check_matrix(X)
-    _check_finite(X, "X")
+    X = as_float64(X, "X")
+    check_matrix(X)
+    check_finite(X, "X")
     n, d = X.shape
     rel = _rcond(rcond, n, d)
     # Vt must be d×d. With n ≥ d the thin SVD already gives that; with n < d ask for the full one,

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .min_norm import _as_float64, _check_finite, _check_matrix
+from .arrays import as_float64, check_finite, check_matrix
 
 __all__ = ["SVMResult", "angle_to", "margin_gap", "svm_max_margin", "svm_max_margin_nnls"]
 
@@ -79,15 +79,15 @@ class SVMResult:
 
 def _validated(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     """Float64 copies of X (n, d) and y (n,) after every input check; nothing is computed before."""
-    X = _as_float64(X, "X")
-    y = _as_float64(y, "y")
-    _check_matrix(X)
+    X = as_float64(X, "X")
+    y = as_float64(y, "y")
+    check_matrix(X)
     if y.ndim != 1:
         raise ValueError(f"y must be a 1-D array of shape (n,); got shape {y.shape}")
     if y.shape[0] != X.shape[0]:
         raise ValueError(f"y has {y.shape[0]} entries but X has {X.shape[0]} rows")
-    _check_finite(X, "X")
-    _check_finite(y, "y")
+    check_finite(X, "X")
+    check_finite(y, "y")
     bad = ~np.isin(y, (-1.0, 1.0))
     if bad.any():
         raise ValueError(f"labels y must be -1 or +1; got {np.unique(y[bad])[:5].tolist()}")
@@ -357,10 +357,10 @@ def svm_max_margin_nnls(X: Any, y: Any, *, support_tol: float = 1e-7) -> SVMResu
 
 
 def _vector(w: Any, name: str) -> np.ndarray:
-    w = _as_float64(w, name)
+    w = as_float64(w, name)
     if w.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array; got shape {w.shape}")
-    _check_finite(w, name)
+    check_finite(w, name)
     if not w.any():
         raise ValueError(f"{name} is the zero vector; its direction is undefined")
     return w
@@ -413,8 +413,8 @@ def angle_to(w: Any, direction: Any) -> float:
     Raises:
         ValueError: shapes differ, an input is zero, or NaN/inf.
     """
-    a = _as_float64(w, "w")
-    b = _as_float64(direction, "direction")
+    a = as_float64(w, "w")
+    b = as_float64(direction, "direction")
     if a.shape != b.shape:
         raise ValueError(f"w has shape {a.shape} but direction has shape {b.shape}")
     u = _vector(a.ravel(), "w")
