@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from implicitlab.config import ConfigError
-from implicitlab.data.vision import DataError, balanced_subset
+from implicitlab.data import DataError, balanced_subset
 from implicitlab.experiments.poggio2018 import cifar, fig1_cifar, fig2_cifar, fig5_cifar
 from implicitlab.models.convnet import poggio_fig1_net, poggio_fig5_net
 

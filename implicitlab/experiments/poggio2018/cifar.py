@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ...config import dtype_of, require, require_positive
-from ...data.vision import (
+from ...data import (
     balanced_subset,
     load_cifar10,
     randomize_labels,
