@@ -173,7 +173,7 @@ def costs(model: nn.Module, loss: str, X, y, repeats: int = 7) -> dict[str, floa
 
     def build(op: HessianOperator) -> None:
         op.release_graphs()
-        op._current_graphs()
+        op.kept.current()
 
     tasks = {
         "gradient": func.loss_and_gradient,

@@ -9,7 +9,8 @@ from .ensemble_curvature import (
     SharpnessProbe,
     ensemble_sharpness,
 )
-from .hessian import HessianOperator, NondeterministicHessianError, hessian_vector_product
+from .determinism import NondeterministicHessianError
+from .hessian import HessianOperator, hessian_vector_product
 from .spectrum import (
     SpectralDensity,
     SpectrumCounts,

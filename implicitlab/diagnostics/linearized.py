@@ -36,6 +36,8 @@ from torch import Tensor, fx
 from torch.func import grad, jvp
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from .forward_ad import load_jvp_decompositions
+
 
 class TangentProgram:
     """The product program of one chunk shape, split into a primal and a tangent part.
@@ -61,6 +63,7 @@ class TangentProgram:
             return [hv[n] for n in self.trainable]
 
         params, tangents, Xc, yc = example
+        load_jvp_decompositions()  # the trace runs jvp: load torch's decompositions quietly first
         flat = [params[n] for n in self.trainable] + [tangents[n] for n in self.trainable]
         flat += [params[n] for n in self.constants] + [Xc, yc]
         traced = make_fx(product, tracing_mode="fake")(*flat)

@@ -30,12 +30,12 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from .eigen import Lanczos, operator_dim
-from .hessian import (
+from .determinism import NondeterministicHessianError, suspects_in_train_mode
+from .forward_ad import load_jvp_decompositions
+from .hessian import HessianOperator
+from .objective import (
     DEFAULT_CHUNK_SIZE,
-    HessianOperator,
-    _SUSPECT_MODULES,
     LossSpec,
-    NondeterministicHessianError,
     check_data,
     check_reduction,
     iterate_chunks,
@@ -63,9 +63,7 @@ def explicit_hessian(
     workspace for one chunk — for small models only. Raises ``NondeterministicHessianError`` for
     a model with dropout or batch norm in train mode.
     """
-    training = [
-        n or type(m).__name__ for n, m in model.named_modules() if isinstance(m, _SUSPECT_MODULES) and m.training
-    ]
+    training = [n or kind for n, kind in suspects_in_train_mode(model)]
     if training:
         raise NondeterministicHessianError(
             f"dropout/batch-norm modules in train mode {training}: the Hessian is not one fixed matrix "
@@ -88,6 +86,7 @@ def explicit_hessian(
     size = DEFAULT_CHUNK_SIZE if chunk_size is None else int(chunk_size)
     total = torch.zeros(flat.numel(), flat.numel(), dtype=dtype, device=device)
     count = 0
+    load_jvp_decompositions()  # torch.func.hessian is forward-over-reverse: load them quietly first
     for Xc, yc in iterate_chunks(data, size, device, dtype):
 
         def chunk_loss(theta: Tensor) -> Tensor:

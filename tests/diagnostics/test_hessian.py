@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from implicitlab.diagnostics.hessian import HessianOperator, NondeterministicHessianError, hessian_vector_product
+from implicitlab.diagnostics.determinism import NondeterministicHessianError
+from implicitlab.diagnostics.hessian import HessianOperator, hessian_vector_product
 
 RTOL = 1e-10  # float64 products vs the dense reference: both are exact up to rounding
 
@@ -101,14 +102,14 @@ def test_kept_state_follows_the_parameters(reuse):
     fresh = lambda: HessianOperator(model, "ce", X, y, reuse="none", check_determinism=False) @ v
     first = H @ v
     torch.testing.assert_close(first, fresh(), rtol=RTOL, atol=1e-14)
-    kept = H._graphs
-    assert torch.equal(H @ v, first) and H._graphs is kept  # same θ: the kept state is reused
+    kept = H.kept.chunks
+    assert torch.equal(H @ v, first) and H.kept.chunks is kept  # same θ: the kept state is reused
     assert H.reuse_status == reuse
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     F.cross_entropy(model(X), y).backward()
     opt.step()
     after_step = H @ v
-    assert H._graphs is not kept and not torch.allclose(after_step, first)
+    assert H.kept.chunks is not kept and not torch.allclose(after_step, first)
     torch.testing.assert_close(after_step, fresh(), rtol=RTOL, atol=1e-14)
     model[0].weight.data.mul_(1.5)  # .data: no autograd version bump, still seen
     torch.testing.assert_close(H @ v, fresh(), rtol=RTOL, atol=1e-14)
@@ -151,7 +152,7 @@ def test_graph_memory_limit_falls_back_to_recomputing():
     ref = dense_hessian(model, reference_loss("ce"), X, y)
     torch.testing.assert_close(as_matrix(H), ref, rtol=RTOL, atol=RTOL * float(ref.abs().max()))
     assert H.reuse_status.startswith("none: the kept state exceeds graph_memory = 1 bytes")
-    assert H._graphs is None and H.graph_bytes == 0
+    assert H.kept.chunks is None and H.graph_bytes == 0
 
 
 def test_linearized_over_the_memory_limit_falls_back_to_the_graph():
@@ -399,4 +400,4 @@ def test_linearized_program_is_traced_again_when_the_mode_changes():
     train_ref = dense_hessian(model, reference_loss("ce"), X, y)
     assert not torch.allclose(train_ref, eval_ref)
     torch.testing.assert_close(as_matrix(H), train_ref, rtol=RTOL, atol=RTOL * float(train_ref.abs().max()))
-    assert H.reuse_status == "linearized" and len(H._programs) == 2
+    assert H.reuse_status == "linearized" and len(H.kept.programs) == 2

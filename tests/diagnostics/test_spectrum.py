@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from implicitlab.diagnostics.hessian import HessianOperator, NondeterministicHessianError
+from implicitlab.diagnostics.determinism import NondeterministicHessianError
+from implicitlab.diagnostics.hessian import HessianOperator
 from implicitlab.diagnostics.spectrum import (
     explicit_hessian,
     hessian_spectrum,
