@@ -29,7 +29,11 @@ def separable_through_origin(n: int, d: int, *, min_margin: float = 0.2, seed: i
 
 
 def gaussian_regression(n: int, d: int, *, noise: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """X with i.i.d. N(0, 1) entries, y = X w_true + noise·ε with w_true ~ N(0, I_d)."""
+    """X with i.i.d. N(0, 1) entries, y = X w_true + noise·ε with w_true ~ N(0, I_d), ε ~ N(0, I_n).
+
+    X, w_true and ε are drawn in that order from one seeded generator, so for a given seed X and
+    the noiseless targets do not depend on ``noise``. Returns X ``(n, d)``, y ``(n,)``, float64.
+    """
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, d))
     w = rng.standard_normal(d)
