@@ -14,7 +14,7 @@ not even interpolate. Column scaling does not help: the ill-conditioning is the 
 of x^j and x^{j+2} on [−1, 1], not a scale. We therefore compute three things side by side:
 
 - ``monomial_exact``: the minimum-norm solution in the monomial parametrisation in high precision
-  (mpmath, ``exact_dps`` digits), certified by recomputing at ``exact_dps + certify_extra_dps`` and
+  (:func:`implicitlab.references.monomial_min_norm_exact`, mpmath, ``exact_dps`` digits), certified by recomputing at ``exact_dps + certify_extra_dps`` and
   reporting the agreement. For p ≥ n it is kernel interpolation with k_p(x, x') = Σ_{j<p}(xx')^j =
   (1 − (xx')^p)/(1 − xx') (w = Φᵀα, Kα = y, ‖w‖² = yᵀα); for p < n the least-squares solution of
   the Hankel normal equations (ΦᵀΦ)_{ab} = Σ_i x_i^{a+b}. Both by Cholesky. Run at ``exact_sizes``.
@@ -33,7 +33,6 @@ squared error over the points.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +42,7 @@ import torch
 from ...config import require, require_positive
 from ...data.synthetic import chebyshev_nodes, polynomial_features, sine_target
 from ...references import min_norm_solution
+from ...references.min_norm_exact import monomial_min_norm_exact
 from ..claims import Claim
 from ..experiment import Experiment
 
@@ -84,106 +84,6 @@ PRESETS = {
     "quick": Fig6Config(),
     "full": Fig6Config(exact_sizes=tuple(range(1, 301))),
 }
-
-
-# ----------------------------------------------------------------------------- high precision
-
-
-def _mp():
-    import mpmath  # a dependency of torch (through sympy); imported here so only this experiment needs it
-
-    return mpmath.mp
-
-
-def _cholesky(mp, K: list[list]) -> list[list]:
-    """Lower-triangular L with K = LLᵀ (mpmath numbers, K symmetric positive definite)."""
-    n = len(K)
-    L = [[mp.zero] * n for _ in range(n)]
-    for j in range(n):
-        Lj = L[j]
-        s = K[j][j] - mp.fdot(Lj[:j], Lj[:j])
-        if not s > 0:
-            raise ArithmeticError(f"matrix not positive definite at {mp.dps} digits (pivot {j}); raise exact_dps")
-        d = mp.sqrt(s)
-        Lj[j] = d
-        for i in range(j + 1, n):
-            Li = L[i]
-            Li[j] = (K[i][j] - mp.fdot(Li[:j], Lj[:j])) / d
-    return L
-
-
-def _chol_solve(mp, L: list[list], b: list) -> list:
-    n = len(L)
-    z = [mp.zero] * n
-    for i in range(n):
-        z[i] = (b[i] - mp.fdot(L[i][:i], z[:i])) / L[i][i]
-    x = [mp.zero] * n
-    for i in reversed(range(n)):
-        x[i] = (z[i] - mp.fdot([L[k][i] for k in range(i + 1, n)], x[i + 1 :])) / L[i][i]
-    return x
-
-
-def _cond_lower_bound(mp, K: list[list], L: list[list]) -> float:
-    """cond(K) ≥ max_i K_ii / RQ(z), z from two inverse-iteration steps: a certified lower bound."""
-    n = len(K)
-    z = [mp.one] * n
-    for _ in range(2):
-        z = _chol_solve(mp, L, z)
-        scale = max(abs(v) for v in z)
-        z = [v / scale for v in z]
-    Kz = [mp.fdot(K[i], z) for i in range(n)]
-    rq = mp.fdot(z, Kz) / mp.fdot(z, z)  # ≥ λ_min
-    return float(max(K[i][i] for i in range(n)) / rq)
-
-
-def _horner(mp, coeffs: list, t) -> object:
-    acc = mp.zero
-    for c in reversed(coeffs):
-        acc = acc * t + c
-    return acc
-
-
-def exact_min_norm(x_train, y_train, x_eval, p: int, dps: int) -> dict:
-    """The minimum-norm least-squares fit by the monomials 1…x^{p−1}, in ``dps``-digit arithmetic.
-
-    Args:
-        x_train, y_train: callables ``mp -> list of mpf`` (evaluated at the working precision).
-        x_eval: callable ``mp -> list of mpf`` of evaluation points.
-        p: number of monomials.
-        dps: decimal digits.
-
-    Returns: ``{"train": [mpf], "eval": [mpf], "w_norm2": mpf, "cond_lower_bound": float}``
-    (predictions at the training and evaluation points; ‖w‖²; a lower bound on cond(Φ)).
-    """
-    mp = _mp()
-    old = mp.dps
-    mp.dps = dps
-    try:
-        x, y, t = x_train(mp), y_train(mp), x_eval(mp)
-        n = len(x)
-        if p >= n:  # interpolation: w = Φᵀα, Kα = y, K_ij = Σ_{l<p} (x_i x_j)^l
-            K = [[None] * n for _ in range(n)]
-            for i in range(n):
-                for j in range(i, n):
-                    z = x[i] * x[j]
-                    K[i][j] = K[j][i] = (1 - z**p) / (1 - z)  # |x_i x_j| < 1 at Chebyshev nodes
-            L = _cholesky(mp, K)
-            alpha = _chol_solve(mp, L, y)
-            w = [mp.fdot(alpha, [v**l for v in x]) for l in range(p)]  # noqa: E741
-            w_norm2 = mp.fdot(y, alpha)
-            cond = _cond_lower_bound(mp, K, L)
-        else:  # least squares: (ΦᵀΦ) w = Φᵀy with the Hankel matrix of power sums
-            sums = [mp.fsum(v**k for v in x) for k in range(2 * p - 1)]
-            G = [[sums[a + b] for b in range(p)] for a in range(p)]
-            rhs = [mp.fdot(y, [v**a for v in x]) for a in range(p)]
-            L = _cholesky(mp, G)
-            w = _chol_solve(mp, L, rhs)
-            w_norm2 = mp.fdot(w, w)
-            cond = _cond_lower_bound(mp, G, L)
-        return {"train": [_horner(mp, w, v) for v in x], "eval": [_horner(mp, w, v) for v in t],
-                "w_norm2": w_norm2, "cond_lower_bound": math.sqrt(cond)}
-    finally:
-        mp.dps = old
 
 
 # ----------------------------------------------------------------------------- run
@@ -239,33 +139,34 @@ def run(cfg: Fig6Config, *, device: torch.device = torch.device("cpu"), progress
     if progress:
         progress(0.2)
     # high precision: the minimum-norm solution in the monomial parametrisation
+    from mpmath import mp  # imported here so only this experiment needs it
+
     x_train_mp, y_train_mp, x_test_mp = _data_mp(cfg)
-    mp = _mp()
     old_dps = mp.dps
     sizes_exact = sorted(set(cfg.exact_sizes))
     xs_curve = np.linspace(-1.0, 1.0, cfg.curve_points)
     for i, p in enumerate(sizes_exact):
-        res = [exact_min_norm(x_train_mp, y_train_mp, x_test_mp, p, d)
+        res = [monomial_min_norm_exact(x_train_mp, y_train_mp, x_test_mp, p, dps=d)
                for d in (cfg.exact_dps, cfg.exact_dps + cfg.certify_extra_dps)]
         lo, hi = res
         mp.dps = cfg.exact_dps + cfg.certify_extra_dps
         yt = [mp.sin(2 * mp.pi * cfg.frequency * v) for v in x_test_mp(mp)]
         ytr = y_train_mp(mp)
-        test_hi = mp.fsum((a - b) ** 2 for a, b in zip(hi["eval"], yt)) / len(yt)
-        test_lo = mp.fsum((a - b) ** 2 for a, b in zip(lo["eval"], yt)) / len(yt)
-        train_hi = mp.fsum((a - b) ** 2 for a, b in zip(hi["train"], ytr)) / len(ytr)
+        test_hi = mp.fsum((a - b) ** 2 for a, b in zip(hi.eval_predictions, yt)) / len(yt)
+        test_lo = mp.fsum((a - b) ** 2 for a, b in zip(lo.eval_predictions, yt)) / len(yt)
+        train_hi = mp.fsum((a - b) ** 2 for a, b in zip(hi.train_predictions, ytr)) / len(ytr)
         rows.append({
             "method": "monomial_exact", "p": p, "train_mse": float(train_hi), "test_mse": float(test_hi),
-            "w_norm": float(mp.sqrt(hi["w_norm2"])), "rank": min(cfg.num_train, p), "full_rank": min(cfg.num_train, p),
-            "condition": hi["cond_lower_bound"],
+            "w_norm": float(mp.sqrt(hi.weight_norm2)), "rank": min(cfg.num_train, p), "full_rank": min(cfg.num_train, p),
+            "condition": hi.cond_lower_bound,
             "certified_rel_diff": float(abs(test_hi - test_lo) / test_hi) if test_hi > 0 else 0.0,
             "dps": cfg.exact_dps + cfg.certify_extra_dps, "dps_low": cfg.exact_dps,
         })
         if p == P:  # the exact predictor on a grid, for the figure
-            grid = exact_min_norm(x_train_mp, y_train_mp, lambda m: [m.mpf(float(v)) for v in xs_curve], p,
-                                  cfg.exact_dps)
+            grid = monomial_min_norm_exact(x_train_mp, y_train_mp, lambda m: [m.mpf(float(v)) for v in xs_curve], p,
+                                           dps=cfg.exact_dps)
             curves.append(pd.DataFrame({"method": "monomial_exact", "p": p, "x": xs_curve,
-                                        "f": [float(v) for v in grid["eval"]]}))
+                                        "f": [float(v) for v in grid.eval_predictions]}))
         if progress:
             progress(0.2 + 0.8 * (i + 1) / len(sizes_exact))
     mp.dps = old_dps
@@ -338,7 +239,7 @@ def claims(table: pd.DataFrame) -> list[Claim]:
         out.append(Claim(
             name="the high-precision reference is certified",
             statement="the exact curve does not depend on the working precision",
-            source="implicitlab (mpmath reference in fig6.py)",
+            source="implicitlab (mpmath reference in references/min_norm_exact.py)",
             measured=float(exact.certified_rel_diff.max()), relation="<=", bound=1e-6,
             basis=f"max over the {len(exact)} sizes of the relative change of the test MSE between "
                   f"{int(exact.dps_low.iloc[0])} "
