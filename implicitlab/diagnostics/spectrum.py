@@ -7,7 +7,9 @@ eigenvalues relative to the top one (Poggio et al. 2018, Thm 4 / Sec. 12.3: at a
 of an overparametrized model most eigenvalues are zero).
 
 Large models, as plain functions of an operator ``A`` (``A.shape == (D, D)``, ``A @ v`` for
-``v`` ``(D,)``; a HessianOperator or a dense tensor), each with an error bar (the standard error over the random probes):
+``v`` ``(D,)``; a HessianOperator or a dense tensor) or of a model with the one calling convention
+``f(model, loss, X, y, *, ...)`` (its HessianOperator is built), each with an error bar (the
+standard error over the random probes):
 
 - :func:`slq_spectral_density` — stochastic Lanczos quadrature (Lin, Saad & Yang, SIAM Review
   2016; Ghorbani, Krishnan & Xiao, ICML 2019): for Rademacher probes v, m Lanczos steps from
@@ -103,11 +105,25 @@ def explicit_hessian(
 
 
 def hessian_spectrum(H: Tensor) -> Tensor:
-    """All eigenvalues ``(D,)`` of a symmetric matrix, ascending, in float64 (symmetrised first)."""
+    """All eigenvalues ``(D,)`` of a symmetric matrix, ascending, in float64 (symmetrised first).
+
+    ``H`` ``(D, D)`` is cast to float64 and replaced by ½(H + Hᵀ). The eigenvalues come from
+    ``torch.linalg.eigvalsh`` (LAPACK's divide-and-conquer driver, syevd); should it fail to
+    converge — it can on the highly degenerate Hessians at zero-loss minima, with hundreds of
+    zero eigenvalues (Poggio et al. 2018, Sec. 12.3) — from LAPACK's QR-iteration driver (syev,
+    ``scipy.linalg.eigh(driver="ev")``) on the same symmetrised matrix, on the CPU. Same device as ``H``.
+    """
     H = torch.as_tensor(H).to(torch.float64)
     if H.ndim != 2 or H.shape[0] != H.shape[1]:
         raise ValueError(f"expected a square matrix, got {tuple(H.shape)}")
-    return torch.linalg.eigvalsh(0.5 * (H + H.T))
+    symmetric = 0.5 * (H + H.T)
+    try:
+        return torch.linalg.eigvalsh(symmetric)
+    except torch.linalg.LinAlgError:  # syevd did not converge: the slower, sturdier syev
+        from scipy.linalg import eigh
+
+        values = eigh(symmetric.cpu().numpy(), eigvals_only=True, driver="ev")
+        return torch.from_numpy(values).to(symmetric.device)
 
 
 @dataclass(frozen=True)
@@ -157,6 +173,21 @@ def spectrum_counts(eigvals: Tensor, rtol: float = 1e-8) -> SpectrumCounts:
 
 
 # ------------------------------------------------------------------ stochastic estimators ---
+def _as_operator(A, loss, X, y, **options):
+    """``A`` itself (an operator or a matrix), or, for a model ``A``, its HessianOperator with
+    ``loss``, ``X``, ``y`` and the ``options`` (chunk_size, reduction, reuse, check_determinism, seed)."""
+    if isinstance(A, nn.Module):
+        if loss is None or X is None:
+            raise TypeError("a model needs a loss and data: f(model, loss, X, y, *, ...)")
+        return HessianOperator(A, loss, X, y, **options)
+    if loss is not None or X is not None or y is not None:
+        raise TypeError(
+            f"loss, X and y go with a model; got {type(A).__name__} as A (for an operator or a matrix, "
+            "pass the options by keyword: num_matvecs=..., num_probes=...)"
+        )
+    return A
+
+
 def _operator_setup(A, seed: int) -> tuple[int, torch.dtype, torch.device, torch.Generator]:
     dim = operator_dim(A)
     dtype = getattr(A, "dtype", torch.float64)
@@ -196,10 +227,39 @@ class TraceEstimate:
     method: str
 
 
-def hutchinson_trace(A, num_matvecs: int, *, seed: int = 0) -> TraceEstimate:
-    """tr(A) ≈ mean_i v_iᵀ A v_i over ``num_matvecs`` Rademacher probes v_i ``(D,)``."""
+def hutchinson_trace(
+    A,
+    loss: LossSpec | None = None,
+    X=None,
+    y=None,
+    *,
+    num_matvecs: int,
+    seed: int = 0,
+    chunk_size: int | None = None,
+    reduction: str = "mean",
+    reuse: str = "graph",
+    check_determinism: bool = True,
+) -> TraceEstimate:
+    """tr(A) ≈ mean_i v_iᵀ A v_i over ``num_matvecs`` Rademacher probes v_i ``(D,)`` (Hutchinson 1990).
+
+    Args:
+        A: an operator (``A.shape == (D, D)``, ``A @ v``; a HessianOperator or a dense tensor), or
+            a model (``nn.Module``): then the Hessian of its data-set loss, a
+            :class:`~implicitlab.diagnostics.hessian.HessianOperator` built from ``loss``, ``X``,
+            ``y``, ``chunk_size``, ``reduction``, ``reuse``, ``check_determinism`` and ``seed`` (its
+            determinism probe's two products are not counted in ``num_matvecs``).
+        loss, X, y: with a model only — the loss name or callable ``(outputs, targets)``, the data.
+        num_matvecs: products (= probes), ≥ 1.
+        seed: seed of the probes (a generator of their own on A's device).
+
+    Example::
+
+        est = hutchinson_trace(model, "ce", X, y, num_matvecs=100)   # est.value ± est.stderr
+    """
     if num_matvecs < 1:
         raise ValueError(f"num_matvecs must be ≥ 1, got {num_matvecs}")
+    A = _as_operator(A, loss, X, y, chunk_size=chunk_size, reduction=reduction, reuse=reuse,
+                     check_determinism=check_determinism, seed=seed)
     dim, dtype, device, gen = _operator_setup(A, seed)
     samples = []
     for _ in range(num_matvecs):
@@ -209,15 +269,31 @@ def hutchinson_trace(A, num_matvecs: int, *, seed: int = 0) -> TraceEstimate:
     return TraceEstimate(value, stderr, num_matvecs, "hutchinson")
 
 
-def hutchpp_trace(A, num_matvecs: int, *, seed: int = 0) -> TraceEstimate:
+def hutchpp_trace(
+    A,
+    loss: LossSpec | None = None,
+    X=None,
+    y=None,
+    *,
+    num_matvecs: int,
+    seed: int = 0,
+    chunk_size: int | None = None,
+    reduction: str = "mean",
+    reuse: str = "graph",
+    check_determinism: bool = True,
+) -> TraceEstimate:
     """Hutch++: tr(A) = tr(QᵀAQ) + Hutchinson on (I − QQᵀ)A(I − QQᵀ), Q = orth(A S).
 
     Budget split (Meyer et al. 2021, Alg. 1): s = ⌊m/3⌋ sketch probes S, s products A Q, the
     remaining m − 2s Rademacher probes for the deflated part. The standard error is that of the
-    deflated Hutchinson part (the QᵀAQ part is exact). Needs m ≥ 3.
+    deflated Hutchinson part (the QᵀAQ part is exact). Needs m = ``num_matvecs`` ≥ 3; with
+    s ≥ D (m ≥ 3D) Q spans everything and the estimate is exact. ``A`` an operator or a model,
+    and the other arguments, as in :func:`hutchinson_trace`.
     """
     if num_matvecs < 3:
         raise ValueError(f"Hutch++ needs num_matvecs ≥ 3, got {num_matvecs}")
+    A = _as_operator(A, loss, X, y, chunk_size=chunk_size, reduction=reduction, reuse=reuse,
+                     check_determinism=check_determinism, seed=seed)
     dim, dtype, device, gen = _operator_setup(A, seed)
     s = num_matvecs // 3
     S = _rademacher((dim, s), gen, dtype, device)
@@ -266,15 +342,31 @@ class SpectralDensity:
         return (kernel * self.weights).sum(-1).mean(-1)
 
 
-def slq_spectral_density(A, num_probes: int = 10, num_steps: int = 30, *, seed: int = 0) -> SpectralDensity:
+def slq_spectral_density(
+    A,
+    loss: LossSpec | None = None,
+    X=None,
+    y=None,
+    *,
+    num_probes: int = 10,
+    num_steps: int = 30,
+    seed: int = 0,
+    chunk_size: int | None = None,
+    reduction: str = "mean",
+    reuse: str = "graph",
+    check_determinism: bool = True,
+) -> SpectralDensity:
     """Stochastic Lanczos quadrature with ``num_probes`` Rademacher probes of ``num_steps`` each.
 
     Lanczos uses full reorthogonalization (the Gauss nodes of a short run are then reliable);
     a run stops early when its Krylov space is exhausted (the quadrature is then exact).
-    Costs num_probes × min(num_steps, D) products.
+    Costs num_probes × min(num_steps, D) products. ``A`` an operator or a model, and ``loss``,
+    ``X``, ``y``, ``seed`` and the operator's options, as in :func:`hutchinson_trace`.
     """
     if num_probes < 1 or num_steps < 1:
         raise ValueError("num_probes and num_steps must be ≥ 1")
+    A = _as_operator(A, loss, X, y, chunk_size=chunk_size, reduction=reduction, reuse=reuse,
+                     check_determinism=check_determinism, seed=seed)
     dim, dtype, device, gen = _operator_setup(A, seed)
     m = min(num_steps, dim)
     nodes = torch.zeros(num_probes, m, dtype=torch.float64)

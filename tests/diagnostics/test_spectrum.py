@@ -52,6 +52,7 @@ def test_explicit_hessian_is_float64_and_matches_reference():
 
 
 def test_explicit_hessian_refuses_train_mode_dropout():
+    torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.1), nn.Linear(4, 1))
     with pytest.raises(NondeterministicHessianError, match="train mode"):
         explicit_hessian(model, "square", torch.randn(5, 3), torch.randn(5))
@@ -68,6 +69,25 @@ def test_spectrum_and_counts():
     assert spectrum_counts(spec, rtol=0.4).zero == 4  # |−1| ≤ 0.4·3 counts as zero at that tolerance
     with pytest.raises(ValueError, match="no eigenvalues"):
         spectrum_counts(torch.zeros(0))
+
+
+def test_spectrum_falls_back_to_syev_where_eigvalsh_fails(monkeypatch):
+    """syevd (eigvalsh) can fail to converge on very degenerate matrices; syev then gives the values."""
+    lam = torch.cat([torch.zeros(40, dtype=torch.float64), torch.tensor([-0.5, 1.0, 1.0, 3.0], dtype=torch.float64)])
+    Q, _ = torch.linalg.qr(torch.randn(44, 44, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
+    H = Q @ torch.diag(lam) @ Q.T
+    direct = hessian_spectrum(H)
+
+    def fails(*args, **kwargs):
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge (simulated)")
+
+    monkeypatch.setattr(torch.linalg, "eigvalsh", fails)
+    fallback = hessian_spectrum(H)
+    assert fallback.dtype == torch.float64 and fallback.shape == (44,)
+    torch.testing.assert_close(fallback, lam.sort().values, rtol=0, atol=1e-13)
+    torch.testing.assert_close(fallback, direct, rtol=0, atol=1e-13)
+    with pytest.raises(ValueError, match="square matrix"):
+        hessian_spectrum(torch.zeros(2, 3))
 
 
 def test_counts_of_a_rank_one_minimizer_hessian():
@@ -93,7 +113,7 @@ def psd_with_decay(D: int = 60, seed: int = 0) -> torch.Tensor:
 def test_hutchinson_converges_within_its_error_bar():
     A = psd_with_decay()
     exact = float(torch.trace(A))
-    small, large = hutchinson_trace(A, 50), hutchinson_trace(A, 2000)
+    small, large = hutchinson_trace(A, num_matvecs=50), hutchinson_trace(A, num_matvecs=2000)
     assert large.num_matvecs == 2000 and large.stderr < small.stderr / 4  # ~1/√m
     for est in (small, large):
         assert abs(est.value - exact) <= 4 * est.stderr
@@ -102,12 +122,12 @@ def test_hutchinson_converges_within_its_error_bar():
 def test_hutchpp_beats_hutchinson_on_a_decaying_spectrum():
     A = psd_with_decay()
     exact = float(torch.trace(A))
-    plain, plus = hutchinson_trace(A, 60, seed=1), hutchpp_trace(A, 60, seed=1)
+    plain, plus = hutchinson_trace(A, num_matvecs=60, seed=1), hutchpp_trace(A, num_matvecs=60, seed=1)
     assert plus.num_matvecs == 60 and plus.method == "hutch++"
     assert abs(plus.value - exact) <= 4 * plus.stderr
     assert abs(plus.value - exact) < abs(plain.value - exact) and plus.stderr < plain.stderr / 10
     with pytest.raises(ValueError, match="≥ 3"):
-        hutchpp_trace(A, 2)
+        hutchpp_trace(A, num_matvecs=2)
 
 
 def test_slq_moments_converge_to_the_exact_ones():
@@ -127,13 +147,14 @@ def test_slq_moments_converge_to_the_exact_ones():
 
 
 def test_estimators_on_a_hessian_operator_with_an_exhausted_krylov_space():
+    torch.manual_seed(0)
     model = nn.Linear(3, 1, bias=False).double()
     X, y = torch.randn(10, 3, dtype=torch.float64), torch.randn(10, dtype=torch.float64)
     H = HessianOperator(model, "square", X, y)
     lam = torch.linalg.eigvalsh(2 * X.T @ X / 10)
     exact = float(lam.sum())
-    assert hutchpp_trace(H, 9).value == pytest.approx(exact, rel=1e-10)  # s = 3 = D: Q spans everything
-    plain = hutchinson_trace(H, 20)
+    assert hutchpp_trace(H, num_matvecs=9).value == pytest.approx(exact, rel=1e-10)  # s = 3 = D: Q spans everything
+    plain = hutchinson_trace(H, num_matvecs=20)
     assert abs(plain.value - exact) <= 4 * plain.stderr
     density = slq_spectral_density(H, num_probes=3, num_steps=10)  # D = 3: quadrature exact
     assert density.nodes.shape == (3, 3)
@@ -152,3 +173,58 @@ def test_slq_quadrature_is_exact_to_degree_2m_minus_1():
         assert est == pytest.approx(float((lam**p).mean()), rel=1e-10, abs=1e-12), p
     est, _ = density.moment(16)  # beyond the exact degree: an approximation only
     assert est != pytest.approx(float((lam**16).mean()), rel=1e-6)
+
+
+# ------------------------------------------------------------- estimators on a model ---
+def tiny_problem():
+    """A float64 tanh MLP, D = 21, on 10 square-loss examples; its exact Hessian and spectrum."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    X, y = torch.randn(10, 3, dtype=torch.float64), torch.randn(10, dtype=torch.float64)
+    H = explicit_hessian(model, "square", X, y)
+    return model, X, y, H, torch.linalg.eigvalsh(H)
+
+
+def test_hutchinson_on_a_model_is_the_operator_estimate_and_converges_to_the_exact_trace():
+    model, X, y, H, _ = tiny_problem()
+    before = [p.detach().clone() for p in model.parameters()]
+    est = hutchinson_trace(model, "square", X, y, num_matvecs=400, seed=3, chunk_size=4)
+    op = HessianOperator(model, "square", X, y, chunk_size=4, seed=3)
+    assert est == hutchinson_trace(op, num_matvecs=400, seed=3)  # the same operator, the same probes
+    assert est.num_matvecs == 400 and est.method == "hutchinson"
+    assert abs(est.value - float(torch.trace(H))) <= 4 * est.stderr
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))  # the model is left as it was
+
+
+def test_hutchpp_on_a_model_is_exact_when_the_sketch_spans_everything():
+    model, X, y, H, _ = tiny_problem()
+    exact = float(torch.trace(H))
+    assert hutchpp_trace(model, "square", X, y, num_matvecs=63).value == pytest.approx(exact, rel=1e-10)  # s = 21 = D
+    mean_square = lambda out, target: (out.reshape(-1) - target).square().mean()  # a callable loss: the batch mean
+    assert hutchpp_trace(model, mean_square, X, y, num_matvecs=63).value == pytest.approx(exact, rel=1e-10)
+    summed = hutchpp_trace(model, "square", X, y, num_matvecs=63, reduction="sum")
+    assert summed.value == pytest.approx(10 * exact, rel=1e-10)
+
+
+def test_slq_on_a_model_matches_the_explicit_spectrum():
+    model, X, y, _, lam = tiny_problem()
+    density = slq_spectral_density(model, "square", X, y, num_probes=20, num_steps=30, seed=1)
+    assert density.dim == 21 and density.nodes.shape == (20, 21)  # m = min(num_steps, D)
+    for p in range(5):  # 21 Gauss nodes: exact per probe to degree 41, only the Rademacher noise remains
+        est, err = density.moment(p)
+        assert abs(est - float((lam**p).mean())) <= 4 * err + 1e-12, p
+    op = HessianOperator(model, "square", X, y, seed=1)
+    again = slq_spectral_density(op, num_probes=20, num_steps=30, seed=1)
+    assert torch.equal(density.nodes, again.nodes) and torch.equal(density.weights, again.weights)
+
+
+def test_estimators_refuse_mixed_calling_conventions():
+    model, X, y, H, _ = tiny_problem()
+    with pytest.raises(TypeError, match="needs a loss and data"):
+        hutchinson_trace(model, num_matvecs=5)
+    with pytest.raises(TypeError, match="go with a model"):
+        hutchpp_trace(H, "square", X, y, num_matvecs=6)
+    with pytest.raises(TypeError, match="num_matvecs"):
+        hutchinson_trace(H, 5)  # num_matvecs is keyword-only
+    with pytest.raises(TypeError, match="go with a model"):
+        slq_spectral_density(H, 5)

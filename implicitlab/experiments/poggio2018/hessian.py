@@ -13,9 +13,11 @@ Poggio et al. 2018:
   broken": more than N distinct eigenvalues.
 
 Every spectrum is that of the explicit float64 Hessian (``torch.func.hessian``) of the mean loss,
-counted with :func:`implicitlab.diagnostics.spectrum.spectrum_counts` at a tolerance relative to
-the largest |λ|. Square-loss models are trained by GD until the loss is ≤ ``square_loss_target``
-(a float64 zero); exponential-loss models are evaluated after ``exp_steps`` GD steps, where the
+from :func:`implicitlab.diagnostics.spectrum.hessian_spectrum` (with its fallback driver for
+these highly degenerate matrices), counted with
+:func:`implicitlab.diagnostics.spectrum.spectrum_counts` at a tolerance relative to the largest
+|λ|. Square-loss models are trained by GD until the loss is ≤ ``square_loss_target`` (a float64
+zero); exponential-loss models are evaluated after ``exp_steps`` GD steps, where the
 minimum (at infinity) is approached.
 """
 
@@ -94,26 +96,11 @@ def _train_to_zero(arch: Architecture, X, y, cfg: HessianConfig, seed: int):
     return ens.member(0), done
 
 
-def _spectrum(H: torch.Tensor) -> torch.Tensor:
-    """All eigenvalues of the symmetric H, ascending; LAPACK's QR-iteration driver (syev) as a fallback.
-
-    The divide-and-conquer driver behind ``torch.linalg.eigvalsh`` can fail to converge on the
-    highly degenerate Hessians at zero-loss minima (hundreds of zero eigenvalues).
-    """
-    try:
-        return hessian_spectrum(H)
-    except torch.linalg.LinAlgError:
-        from scipy.linalg import eigh
-
-        Hs = (0.5 * (H + H.T)).cpu().numpy()
-        return torch.from_numpy(eigh(Hs, eigvals_only=True, driver="ev"))
-
-
 def _row(case: str, loss_name: str, model: nn.Module, X, y, cfg: HessianConfig, n_out: int, steps: int) -> dict:
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise RuntimeError(f"{case}: training diverged (non-finite weights); lower the step size")
     H = explicit_hessian(model, loss_name, X, y)  # mean loss; "square" sums over outputs, no ½
-    lam = _spectrum(H)
+    lam = hessian_spectrum(H)  # eigvalsh, or LAPACK's syev where it fails on these degenerate spectra
     c = spectrum_counts(lam, rtol=cfg.rtol)
     with torch.no_grad():
         value = float(loss_fn(loss_name, model(X), y))
