@@ -1,7 +1,13 @@
 """Training: GD / SGD / normalized GD on ensembles, probe schedules and probes."""
 
 from .gd import TrainResult, gradient_descent
-from .perturb import PerturbationSchedule, gaussian_perturbations, perturbed_gd
+from .perturb import (
+    PerturbationSchedule,
+    gaussian_perturbations,
+    perturb_parameters_,
+    perturbed_gd,
+    perturbed_gd_moments,
+)
 from .quadratic import QuadraticGD
 from .probes import ProbeContext, alignment_probe, loss_probe, margin_probe, norms_probe
 from .schedule import every, log_spaced
@@ -10,7 +16,9 @@ __all__ = [
     "PerturbationSchedule",
     "QuadraticGD",
     "gaussian_perturbations",
+    "perturb_parameters_",
     "perturbed_gd",
+    "perturbed_gd_moments",
     "ProbeContext",
     "TrainResult",
     "alignment_probe",

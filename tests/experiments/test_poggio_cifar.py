@@ -310,15 +310,6 @@ def test_fig5_tiny_perturbs_at_zero_training_error(data_dir):
     assert len(fig5_cifar.plot(table).axes) == 6
 
 
-def test_fig5_perturbation_is_a_quarter_of_each_tensors_std():
-    model = torch.nn.Linear(300, 200)
-    before = [p.detach().clone() for p in model.parameters()]
-    fig5_cifar.perturb_(model, 0.25, torch.Generator().manual_seed(0))
-    for p, p0 in zip(model.parameters(), before):
-        ratio = float((p.detach() - p0).std() / p0.std())
-        assert ratio == pytest.approx(0.25, rel=0.2 if p.numel() < 1000 else 0.02)
-
-
 def test_fig5_never_fitted_reports_no_data(data_dir):
     cfg = _tiny(fig5_cifar, data_dir, lr=1e-6, epochs=12, perturb_every=2, perturb_until=6)
     table = fig5_cifar.run(cfg)

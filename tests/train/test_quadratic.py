@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from implicitlab.train.perturb import PerturbationSchedule, gaussian_perturbations, perturbed_gd
 from implicitlab.train.quadratic import QuadraticGD
 
 
@@ -75,34 +74,3 @@ def test_slow_mode_keeps_relative_accuracy():
     expected = -np.expm1(1000 * np.log1p(-9e-10)) / 3e-5  # a(k) = (1 − q^k) β/s
     assert abs(w[1] - expected) / expected < 1e-13
     assert abs(gd.step(np.zeros(2), 1000)[1] - expected) / expected < 1e-10
-
-
-def test_schedule_of_the_paper():
-    s = PerturbationSchedule(every=120_000, until=5_000_000, std=0.45)
-    steps = s.steps(10_000_000)
-    assert len(steps) == 41 and steps[0] == 120_000 and steps[-1] == 4_920_000
-    assert PerturbationSchedule(5, None, 1.0).steps(20).tolist() == [5, 10, 15, 20]
-    noise = gaussian_perturbations(s, 10_000_000, seeds=[1, 2], dim=4)
-    assert noise.shape == (41, 2, 4)
-    # a run's noise does not depend on the other runs
-    assert np.array_equal(gaussian_perturbations(s, 10_000_000, seeds=[2], dim=4)[:, 0], noise[:, 1])
-    with pytest.raises(ValueError):
-        PerturbationSchedule(every=0, until=10, std=1.0)
-
-
-def test_perturbed_fast_forward_equals_explicit():
-    A, b, w0 = _problem(9, 40, seed=2)
-    gd = QuadraticGD.least_squares(A, b, 0.9 / (2 / 9 * np.linalg.norm(A, 2) ** 2))
-    sched = PerturbationSchedule(every=150, until=600, std=0.45)
-    kicks = sched.steps(1000)
-    noise = gaussian_perturbations(sched, 1000, seeds=[0, 1, 2], dim=40)
-    probes = [0, 10, 149, 150, 151, 400, 999]
-    fast_tab, fast_w = perturbed_gd(gd, w0, 1000, probes, kicks, noise)
-    slow_tab, slow_w = perturbed_gd(gd, w0, 1000, probes, kicks, noise, explicit=True)
-    assert _rel(fast_w, slow_w) < 1e-10
-    assert np.allclose(fast_tab.loss, slow_tab.loss, rtol=1e-8, atol=1e-20)
-    # both the end of a phase and the jump are recorded at a perturbation step
-    at150 = fast_tab[fast_tab.step == 150]
-    assert sorted(at150.after_perturbation.unique().tolist()) == [False, True]
-    assert (at150[at150.after_perturbation].num_perturbations == 1).all()
-    assert fast_tab.num_perturbations.max() == len(kicks)

@@ -15,7 +15,8 @@ and :func:`~implicitlab.train.perturb.perturbed_gd` applies each perturbation at
 iteration, so the quick and full presets run the paper's iteration counts (29 × 10⁷ iterations with
 41 perturbations: 8 ms, against ~85 s extrapolated for explicit float64 stepping in numpy). The
 experiment also re-runs a shorter horizon (``check_steps``, one perturbation half-way) with the
-package's explicit GD (:func:`implicitlab.train.train`) and reports the difference.
+package's explicit GD (:func:`implicitlab.train.gradient_descent`) and reports the difference (an
+identity claim: it checks our code, as ``tests/train/test_perturb.py`` also does).
 
 Two feature bases. "A polynomial with degree 39" is read literally as the monomials x^j, and also
 as Chebyshev polynomials T_j (``bases``). The difference matters: the monomial null space at 9
@@ -40,7 +41,8 @@ conditioned 1.2 and converge to rounding within each phase.
 
 Exact expectations. Given w₀, the final state of a run is Gaussian: the perturbations pass through
 the linear part of the GD map, P_null + V diag(q^k) Vᵀ. We compute the exact mean and variance of
-the mean test error and of ‖P_null w‖² over the repetitions and hold the simulation against them.
+the mean test error and of ‖P_null w‖² over the repetitions
+(:func:`~implicitlab.train.perturb.perturbed_gd_moments`) and hold the simulation against them.
 
 Initialisation: w₀ ~ N(0, init_std² I); by default init_std = 1/√(3p), the variance of PyTorch's
 default nn.Linear(p, 1) initialisation (the paper does not say, but its 30 unperturbed repetitions
@@ -61,7 +63,7 @@ from ...config import require, require_positive
 from ...data.synthetic import POLYNOMIAL_BASES, chebyshev_nodes, polynomial_features, sine_target
 from ...models import Architecture, Ensemble
 from ...train import gradient_descent
-from ...train.perturb import PerturbationSchedule, gaussian_perturbations, perturbed_gd
+from ...train.perturb import PerturbationSchedule, gaussian_perturbations, perturbed_gd, perturbed_gd_moments
 from ...train.quadratic import QuadraticGD
 from ..claims import Claim
 from ..experiment import Experiment
@@ -172,41 +174,6 @@ def _probe_steps(cfg: Fig4Config, num_steps: int, perturb_steps: np.ndarray) -> 
     return steps[(steps >= 0) & (steps <= num_steps)]
 
 
-def _expected_curves(gd: QuadraticGD, A_test, y_test, w0, steps, perturb_steps, std) -> pd.DataFrame:
-    """Exact E and SD (over perturbations, given each run's w₀) of the mean over runs of the test
-    MSE and of ‖P_null w‖², at each probe step, from the linear part of the GD map."""
-    R = w0.shape[0]
-    nt = A_test.shape[0]
-    Vr = gd.Vt[gd.s > 0]  # (r, p)
-    P_null = np.eye(gd.A.shape[1]) - Vr.T @ Vr
-    B_null = A_test @ P_null  # (n_t, p)
-    B_row = A_test @ Vr.T  # (n_t, r)
-    q = gd.contraction[gd.s > 0]
-    d_null = gd.A.shape[1] - Vr.shape[0]
-    null_gram = B_null @ B_null.T  # (n_t, n_t)
-    rows = []
-    current, w = 0, w0.copy()
-    for t in steps:
-        w = gd.advance(w, int(t) - current)  # the unperturbed trajectory μ_r(t)
-        current = int(t)
-        past = perturb_steps[perturb_steps <= t]
-        m = len(past)
-        c_row = std**2 * np.array([np.sum(qi ** (2.0 * (t - past))) for qi in q]) if m else np.zeros_like(q)
-        # test covariance S = A_t C A_tᵀ with C = σ² m P_null + V diag(c_row) Vᵀ
-        S = std**2 * m * null_gram + (B_row * c_row) @ B_row.T  # (n_t, n_t)
-        e = w @ A_test.T - y_test  # (R, n_t)
-        mean_q = ((e**2).sum(-1) + np.trace(S)) / nt  # (R,)
-        var_q = (2.0 * np.sum(S * S) + 4.0 * np.einsum("ri,ij,rj->r", e, S, e)) / nt**2
-        p0 = (gd.null_space_component(w0) ** 2).sum(-1)  # (R,)
-        null_mean = p0 + m * std**2 * d_null
-        null_var = 2.0 * m**2 * std**4 * d_null + 4.0 * m * std**2 * p0
-        rows.append({"step": int(t), "expected_test_mse": mean_q.mean(),
-                     "expected_test_mse_sd": math.sqrt(var_q.sum()) / R,
-                     "expected_null_norm2": null_mean.mean(), "expected_null_norm2_sd": math.sqrt(null_var.sum()) / R,
-                     "unperturbed_test_mse": ((e**2).sum(-1) / nt).mean()})
-    return pd.DataFrame(rows)
-
-
 def _setting(cfg: Fig4Config, name: str, basis: str, degree: int, num_steps: int, reps: int, perturbed: bool,
              seed_offset: int, progress=None) -> pd.DataFrame:
     gd, A_test, y_test = _problem(cfg, degree, basis)
@@ -225,7 +192,7 @@ def _setting(cfg: Fig4Config, name: str, basis: str, degree: int, num_steps: int
              for suffix, how in (("", "mean"), ("_sd", "std"))}
     table = runs.groupby(["step", "after_perturbation", "num_perturbations"], as_index=False).agg(
         **stats, train_over_floor_max=("train_over_floor", "max"), runs=("run", "count"))  # statistics over runs
-    expected = _expected_curves(gd, A_test, y_test, w0, steps, pert_steps, cfg.perturb_std if perturbed else 0.0)
+    expected = perturbed_gd_moments(gd, A_test, y_test, w0, steps, pert_steps, cfg.perturb_std if perturbed else 0.0)
     table = table.merge(expected, on="step", how="left")
     table.insert(0, "setting", name)
     table.insert(1, "basis", basis)

@@ -44,6 +44,7 @@ from torch import nn
 
 from ...config import dtype_of, require, require_positive
 from ...models.convnet import num_params, poggio_fig5_net
+from ...train.perturb import perturb_parameters_
 from ..claims import Claim
 from ..experiment import Experiment
 from .cifar import (
@@ -101,15 +102,6 @@ PRESETS = {
 }
 
 
-@torch.no_grad()
-def perturb_(model: nn.Module, scale: float, generator: torch.Generator) -> None:
-    """Add N(0, (scale·std(p))²) to every parameter tensor p, in place; noise drawn on the CPU from
-    ``generator`` (the same perturbations on any device)."""
-    for p in model.parameters():
-        noise = torch.randn(p.shape, generator=generator, dtype=torch.float64)
-        p.add_((noise * (scale * float(p.detach().double().std()))).to(device=p.device, dtype=p.dtype))
-
-
 def run(cfg: Fig5Config, *, device: torch.device = CPU, progress=None) -> pd.DataFrame:
     dtype = dtype_of(cfg.dtype)
     data = prepare(load_arrays(cfg.data_dir), cfg.n, n_test=cfg.n_test, seed=cfg.seed, dtype=dtype, device=device)
@@ -161,7 +153,7 @@ def run(cfg: Fig5Config, *, device: torch.device = CPU, progress=None) -> pd.Dat
             if epoch in probes and epoch > start:
                 record(branch, epoch, net, done)
             if epoch in perturb_at:
-                perturb_(net, cfg.perturb_scale, generator)
+                perturb_parameters_(net, cfg.perturb_scale, generator)
                 done += 1
                 record(branch, epoch, net, done, after=True)
             if epoch == cfg.epochs:
