@@ -37,7 +37,7 @@ def test_layer_norms_ensemble_has_run_dimension():
     torch.testing.assert_close(norms.frobenius[1], layer_norms(ens.member(1)).frobenius)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)  # the same examples on every run
 @given(c=st.floats(0.05, 20.0), layer_c=st.lists(st.floats(0.2, 5.0), min_size=3, max_size=3))
 def test_normalized_margin_invariant_under_rescaling(c, layer_c):
     # bias-free ReLU net of depth 3 is 1-homogeneous in each layer: f(c_k W_k) = ∏c_k f(W).

@@ -13,6 +13,15 @@ from implicitlab.models.convnet import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _seeded_init():
+    """ConvNet draws its initial weights from torch's global generator (it takes no generator):
+    seed it for each test and restore the global state afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        yield
+
+
 def _x(n=4, dtype=torch.float32):
     return torch.randn(n, 3, 32, 32, dtype=dtype, generator=torch.Generator().manual_seed(0))
 

@@ -151,7 +151,7 @@ def assert_agree(a: SVMResult, b: SVMResult) -> None:
     assert a.support.tolist() == b.support.tolist()
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)  # the same examples on every run
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 40), d=st.integers(1, 6))
 def test_clarabel_agrees_with_nnls_on_random_separable_sets(seed, n, d):
     X, y = separable_set(seed, n, d)
