@@ -18,7 +18,7 @@ ARCHS = [
 
 
 @pytest.mark.parametrize("arch", ARCHS, ids=lambda a: f"{a.kind}-{a.activation}-{a.d_out}")
-def test_member_matches_single_model_and_forward(arch):
+def test_member_matches_single_model_and_forward(arch, tol):
     scales, seeds = [0.5, 1.0, 1.5], [3, 4, 5]
     ens = Ensemble.create(arch, scales, seeds)
     X = torch.randn(9, arch.d_in, dtype=F64, generator=torch.Generator().manual_seed(1))
@@ -29,7 +29,8 @@ def test_member_matches_single_model_and_forward(arch):
         for a, b in zip(single.weights, ens.member(r).weights):
             assert torch.equal(a, b)
         # batched and plain matmul may accumulate in different orders: float64 rounding only
-        torch.testing.assert_close(single(X), out[r], rtol=1e-12, atol=1e-13)
+        expected = single(X).detach()
+        torch.testing.assert_close(out[r], expected, rtol=tol[F64], atol=tol[F64] * float(expected.abs().max()))
 
 
 @pytest.mark.parametrize("loss_name", ["square", "exp", "logistic"])
@@ -48,7 +49,7 @@ def test_batched_gradients_equal_per_run_autograd(arch, loss_name):
             torch.testing.assert_close(gb[r], gr, rtol=1e-13, atol=1e-15)
 
 
-def test_ce_gradients_multiclass():
+def test_ce_gradients_multiclass(tol):
     arch = Architecture("mlp", d_in=3, depth=2, width=4, d_out=3, activation="relu")
     X = torch.randn(6, 3, dtype=F64, generator=torch.Generator().manual_seed(3))
     y = torch.tensor([0, 1, 2, 0, 1, 2])
@@ -58,7 +59,7 @@ def test_ce_gradients_multiclass():
         m = ens.member(r)
         ref = torch.autograd.grad(torch.nn.functional.cross_entropy(m(X), y), list(m.weights))
         for gb, gr in zip(grads, ref):
-            torch.testing.assert_close(gb[r], gr, rtol=1e-12, atol=1e-14)
+            torch.testing.assert_close(gb[r], gr, rtol=tol[F64], atol=tol[F64] * float(gr.abs().max()))
 
 
 def test_end_to_end_product():
