@@ -11,7 +11,7 @@ Loops, each timed over whole epochs from a fresh model (same seed, same optimize
   batch_size=100, shuffle=True): opt.zero_grad(); F.cross_entropy(model(xb), yb).backward();
   opt.step()``, with the standardised images as an ordinary ``(N, 3, 32, 32)`` tensor, default
   ``num_workers=0`` and ``torch.optim.SGD``'s defaults;
-- **ours**: :func:`implicitlab.experiments.poggio2018.cifar.run_epoch` on the tensors of
+- **ours**: :func:`implicitlab.train.minibatch.run_epoch` on the tensors of
   :func:`~implicitlab.experiments.poggio2018.cifar.prepare` (on the CPU: stored channels-last;
   batches by one ``index_select`` of a seeded permutation; foreach SGD; our exact log-domain
   cross-entropy);
@@ -46,11 +46,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from implicitlab.experiments.poggio2018.cifar import (
     build_model,
     load_arrays,
-    make_optimizer,
     prepare,
-    run_epoch,
 )
 from implicitlab.models.convnet import num_params, poggio_fig1_net
+from implicitlab.train.minibatch import make_optimizer, run_epoch
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LR, MOMENTUM = 0.02, 0.9  # poggio2018-fig1's defaults

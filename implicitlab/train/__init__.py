@@ -1,6 +1,8 @@
-"""Training: GD / SGD / normalized GD on ensembles, probe schedules and probes."""
+"""Training: GD / SGD / normalized GD on ensembles, probe schedules and probes; the exact GD fast-forward on
+least squares and weight perturbations; mini-batch SGD of a classifier ``nn.Module`` and its evaluation."""
 
 from .gd import TrainResult, gradient_descent
+from .minibatch import Evaluation, evaluate, fit, full_batch_gradient, gather_rows, make_optimizer, run_epoch
 from .perturb import (
     PerturbationSchedule,
     gaussian_perturbations,
@@ -13,6 +15,13 @@ from .probes import ProbeContext, alignment_probe, loss_probe, margin_probe, nor
 from .schedule import every, log_spaced
 
 __all__ = [
+    "Evaluation",
+    "evaluate",
+    "fit",
+    "full_batch_gradient",
+    "gather_rows",
+    "make_optimizer",
+    "run_epoch",
     "PerturbationSchedule",
     "QuadraticGD",
     "gaussian_perturbations",

@@ -1,4 +1,5 @@
-"""poggio2018-fig1/-fig2/-fig5 (CIFAR-10) and their shared helpers, on a tiny fake CIFAR built in tmp_path.
+"""poggio2018-fig1/-fig2/-fig5 (CIFAR-10) and their shared helpers, on a tiny fake CIFAR built in tmp_path
+(the training loop they use is tested in tests/train/test_minibatch.py).
 
 The fake set is in the official pickle format: 6 training and 2 test images per class, each class a
 colour of its own plus noise, so the nets can fit it in a few steps. Nothing here reads real data.
@@ -17,7 +18,7 @@ import torch
 from implicitlab.config import ConfigError
 from implicitlab.data import DataError, balanced_subset
 from implicitlab.experiments.poggio2018 import cifar, fig1_cifar, fig2_cifar, fig5_cifar
-from implicitlab.models.convnet import poggio_fig1_net, poggio_fig5_net
+from implicitlab.models.convnet import poggio_fig1_net
 
 TRAIN_PER_CLASS, TEST_PER_CLASS = 6, 2
 
@@ -80,36 +81,6 @@ def test_prepare_balanced_nested_standardised_on_device(arrays):
     assert f64.x.dtype == torch.float64
 
 
-def test_full_batch_gradient_in_chunks_equals_one_pass(arrays):
-    data = cifar.prepare(arrays, 40, dtype=torch.float64)
-    model = cifar.build_model(poggio_fig5_net, 0, dtype=torch.float64, device="cpu")
-    state = cifar.full_batch_gradient(model, data.x, data.y, chunk_size=7)  # 7 does not divide 40
-    chunked = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
-    logits = model(data.x)
-    torch.nn.functional.cross_entropy(logits, data.y).backward()
-    for a, b in zip(chunked, (p.grad for p in model.parameters())):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-    ref = cifar.evaluate(model, data.x, data.y)
-    assert state.error == ref.error and state.loss == pytest.approx(ref.loss, rel=1e-12)
-    assert state.loss_sd == pytest.approx(ref.loss_sd, rel=1e-9)
-
-
-def test_evaluate_error_loss_confusion(arrays):
-    data = cifar.prepare(arrays, 40)
-    model = cifar.build_model(poggio_fig1_net, 1, dtype=torch.float32, device="cpu")
-    ev = cifar.evaluate(model, data.x, data.y, batch_size=15)
-    with torch.no_grad():
-        logits = model(data.x)
-    assert ev.error == pytest.approx(float((logits.argmax(-1) != data.y).double().mean()))
-    ce = torch.nn.functional.cross_entropy(logits.double(), data.y, reduction="none")
-    assert ev.loss == pytest.approx(float(ce.mean()), rel=1e-6)
-    assert ev.loss_sd == pytest.approx(float(ce.std(correction=0)), rel=1e-5)
-    assert ev.confusion.shape == (10, 10) and ev.confusion.sum() == 40
-    assert ev.error == pytest.approx(1 - np.trace(ev.confusion) / 40)
-    assert model.training  # evaluate restores the mode
-
-
 def test_permutation_error_sd_is_exact():
     confusion = np.random.default_rng(0).integers(0, 30, size=(5, 5))
     m = confusion.sum()
@@ -133,18 +104,6 @@ def test_build_model_is_seeded_and_leaves_the_global_rng_alone():
         cifar.build_model(poggio_fig1_net, 0, init="xavier", dtype=torch.float32, device="cpu")
 
 
-def test_sgd_is_deterministic_and_learns(arrays):
-    data = cifar.prepare(arrays, 60)
-    runs = []
-    for _ in range(2):
-        model = cifar.build_model(poggio_fig1_net, 0, dtype=torch.float32, device="cpu")
-        before = cifar.evaluate(model, data.x, data.y).loss
-        cifar.fit(model, data, epochs=15, batch_size=10, lr=0.02, momentum=0.9, seed=4)
-        runs.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
-    assert torch.equal(runs[0], runs[1])
-    assert cifar.evaluate(model, data.x, data.y).loss < before
-
-
 def test_prepare_stores_images_channels_last_on_the_cpu(arrays):
     data = cifar.prepare(arrays, 20, n_test=10)
     assert cifar.preferred_memory_format("cpu") == torch.channels_last
@@ -152,39 +111,6 @@ def test_prepare_stores_images_channels_last_on_the_cpu(arrays):
     assert data.x_test.is_contiguous(memory_format=torch.channels_last)
     plain = cifar.prepare(arrays, 20, n_test=10, memory_format=torch.contiguous_format)
     assert plain.x.is_contiguous() and torch.equal(plain.x, data.x) and torch.equal(plain.x_test, data.x_test)
-
-
-@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_gather_rows_is_indexing_in_the_same_layout(memory_format):
-    x = torch.randn(7, 3, 4, 5).contiguous(memory_format=memory_format)
-    idx = torch.tensor([4, 0, 4, 6])
-    rows = cifar.gather_rows(x, idx)
-    assert torch.equal(rows, x[idx]) and rows.is_contiguous(memory_format=memory_format)
-    assert torch.equal(cifar.gather_rows(x[:, :1], idx), x[idx, :1])  # one channel: both layouts at once
-
-
-@pytest.mark.parametrize("momentum", [0.0, 0.9])
-def test_sgd_on_channels_last_data_matches_contiguous(arrays, momentum):
-    runs = []
-    for memory_format in (torch.contiguous_format, torch.channels_last):
-        data = cifar.prepare(arrays, 60, memory_format=memory_format)
-        model = cifar.build_model(poggio_fig1_net, 0, dtype=torch.float32, device="cpu")
-        cifar.fit(model, data, epochs=5, batch_size=10, lr=0.02, momentum=momentum, seed=4)
-        runs.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
-    torch.testing.assert_close(runs[1], runs[0], rtol=1e-4, atol=1e-5)  # the same SGD, up to float rounding
-
-
-def test_make_optimizer_is_the_reference_sgd_bit_for_bit(arrays):
-    data = cifar.prepare(arrays, 40)
-    runs = []
-    for make in (lambda m: cifar.make_optimizer(m, 0.02, 0.9), lambda m: torch.optim.SGD(m.parameters(), lr=0.02,
-                                                                                       momentum=0.9, foreach=False)):
-        model = cifar.build_model(poggio_fig1_net, 0, dtype=torch.float32, device="cpu")
-        opt, gen = make(model), torch.Generator().manual_seed(1)
-        for _ in range(3):
-            cifar.run_epoch(model, opt, data.x, data.y, batch_size=10, generator=gen)
-        runs.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
-    assert torch.equal(runs[0], runs[1])
 
 
 # --------------------------------------------------------------------------- experiments

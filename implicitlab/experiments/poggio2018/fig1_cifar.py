@@ -36,6 +36,7 @@ import torch
 
 from ...config import dtype_of, require, require_positive
 from ...models.convnet import poggio_fig1_net, poggio_fig1_num_params
+from ...train.minibatch import evaluate, fit
 from ..claims import Claim
 from ..experiment import Experiment
 from .cifar import (
@@ -46,8 +47,6 @@ from .cifar import (
     Z,
     binomial_se,
     build_model,
-    evaluate,
-    fit,
     load_arrays,
     permutation_error_sd,
     prepare,
@@ -70,7 +69,7 @@ class Fig1Config:
     momentum: float = 0.9  # heavy-ball momentum of the SGD (not stated in the paper)
     init: str = "kaiming"  # "kaiming" (He-normal, zero biases) | "default" (PyTorch's)
     n_test: int | None = None  # class-balanced test subset; None: all 10,000 test images
-    data_dir: str | None = None  # None: $IMPLICITLAB_DATA, then ../shared/data
+    data_dir: str | None = None  # data root; None: the loaders' default (../shared/data, else ./data); --data-dir sets it
     seed: int = 0  # subset, labels, init and batch order
     dtype: str = "float32"
 
@@ -105,7 +104,7 @@ def run(cfg: Fig1Config, *, device: torch.device = CPU, progress=None) -> pd.Dat
                        seed=cfg.seed, dtype=dtype, device=device)
         model = build_model(factory, cfg.seed, init=cfg.init, dtype=dtype, device=device)
         share = (lambda f, i=i: progress(cost[i] + f * (cost[i + 1] - cost[i]))) if progress else None
-        fit(model, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
+        fit(model, data.x, data.y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
             seed=cfg.seed, progress=share)
         train, test = evaluate(model, data.x, data.y), evaluate(model, data.x_test, data.y_test)
         rows.append({

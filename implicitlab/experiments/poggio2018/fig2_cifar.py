@@ -33,6 +33,7 @@ from ...models.convnet import (
     poggio_fig1_net,
     poggio_fig1_num_params,
 )
+from ...train.minibatch import evaluate, fit
 from ..claims import Claim
 from ..experiment import Experiment
 from .cifar import (
@@ -42,8 +43,6 @@ from .cifar import (
     Z,
     binomial_se,
     build_model,
-    evaluate,
-    fit,
     load_arrays,
     prepare,
 )
@@ -63,7 +62,7 @@ class Fig2Config:
     momentum: float = 0.9
     init: str = "kaiming"  # "kaiming" | "default"
     n_test: int | None = None  # class-balanced test subset; None: all 10,000 test images
-    data_dir: str | None = None  # None: $IMPLICITLAB_DATA, then ../shared/data
+    data_dir: str | None = None  # data root; None: the loaders' default (../shared/data, else ./data); --data-dir sets it
     seed: int = 0  # the training subset; first init / batch-order seed
     dtype: str = "float32"
 
@@ -96,8 +95,8 @@ def run(cfg: Fig2Config, *, device: torch.device = CPU, progress=None) -> pd.Dat
         seed = cfg.seed + rep
         model = build_model(functools.partial(poggio_fig1_net, width), seed, init=cfg.init, dtype=dtype, device=device)
         share = (lambda f, i=i: progress(cost[i] + f * (cost[i + 1] - cost[i]))) if progress else None
-        fit(model, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum, seed=seed,
-            progress=share)
+        fit(model, data.x, data.y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
+            seed=seed, progress=share)
         train, test = evaluate(model, data.x, data.y), evaluate(model, data.x_test, data.y_test)
         rows.append({
             "width": width, "channels": poggio_fig1_channels(width)[0], "num_params": poggio_fig1_num_params(width),

@@ -44,6 +44,7 @@ from torch import nn
 
 from ...config import dtype_of, require, require_positive
 from ...models.convnet import num_params, poggio_fig5_net
+from ...train.minibatch import evaluate, full_batch_gradient, make_optimizer, run_epoch
 from ...train.perturb import perturb_parameters_
 from ..claims import Claim
 from ..experiment import Experiment
@@ -53,13 +54,9 @@ from .cifar import (
     Z,
     binomial_se,
     build_model,
-    evaluate,
-    full_batch_gradient,
     load_arrays,
-    make_optimizer,
     param_norm,
     prepare,
-    run_epoch,
 )
 
 SOURCE = "Poggio et al. 2018"
@@ -80,7 +77,7 @@ class Fig5Config:
     chunk_size: int = 10_000  # examples per forward/backward pass of the full-batch gradient (memory only)
     init: str = "kaiming"  # "kaiming" | "default"
     n_test: int | None = None  # class-balanced test subset; None: all 10,000 test images
-    data_dir: str | None = None  # None: $IMPLICITLAB_DATA, then ../shared/data
+    data_dir: str | None = None  # data root; None: the loaders' default (../shared/data, else ./data); --data-dir sets it
     seed: int = 0  # subset, init and perturbations
     dtype: str = "float32"
 
