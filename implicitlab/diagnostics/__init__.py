@@ -1,9 +1,8 @@
 """Diagnostics: norms, margins, balancedness and alignment (and curvature, see hessian/eigen)."""
 
 from .alignment import alignment, balancedness, rank_one_ratio, stable_rank
-from .eigen import EigenResult, lanczos_eigenpairs, power_iteration, sharpness
+from .eigen import power_iteration, sharpness
 from .ensemble_curvature import (
-    EnsembleEigenResult,
     EnsembleHessian,
     MidpointSharpnessProbe,
     SharpnessProbe,
@@ -22,6 +21,7 @@ from .spectrum import (
     slq_spectral_density,
     spectrum_counts,
 )
+from .lanczos import EigenResult, Lanczos, WarmStart, lanczos_eigenpairs
 from .tracking import SharpnessTracker
 from .margin import min_margin, normalized_margin
 from .norms import LayerNorms, layer_norms
@@ -29,9 +29,9 @@ from .weights import layer_weights
 
 __all__ = [
     "EigenResult",
-    "EnsembleEigenResult",
     "EnsembleHessian",
     "HessianOperator",
+    "Lanczos",
     "MidpointSharpnessProbe",
     "NondeterministicHessianError",
     "SharpnessProbe",
@@ -39,6 +39,7 @@ __all__ = [
     "SpectralDensity",
     "SpectrumCounts",
     "TraceEstimate",
+    "WarmStart",
     "ensemble_sharpness",
     "explicit_hessian",
     "hessian_spectrum",

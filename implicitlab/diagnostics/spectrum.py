@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .eigen import Lanczos, operator_dim
+from .lanczos import Lanczos, operator_dim
 from .determinism import NondeterministicHessianError, suspects_in_train_mode
 from .forward_ad import load_jvp_decompositions
 from .hessian import HessianOperator
@@ -373,13 +373,15 @@ def slq_spectral_density(
     weights = torch.zeros(num_probes, m, dtype=torch.float64)
     total = 0
     for p in range(num_probes):
-        lz = Lanczos(A, capacity=m, generator=gen)
-        lz.start(_rademacher((dim,), gen, dtype, device))
+        lz = Lanczos(A, capacity=m, generator=gen)  # one run: R = 1
+        lz.start(_rademacher((1, dim), gen, dtype, device))
         while lz.size < m:
             lz.step()
-            if lz.broken or lz.exhausted:
+            if not lz.finite[0]:
+                raise ValueError("the operator returned a non-finite product")
+            if lz.broken[0] or lz.exhausted[0]:
                 break
-        theta, S = lz.ritz()
+        theta, S = lz.ritz(0)
         nodes[p, : theta.size] = torch.as_tensor(theta)
         weights[p, : theta.size] = torch.as_tensor(S[0, :] ** 2)
         total += lz.num_matvecs

@@ -4,7 +4,8 @@
 eigenvalue(s) of their own model. It builds one
 :class:`~implicitlab.diagnostics.hessian.HessianOperator` (the operator reads the model's current
 parameters at each product, and keeps the primal work between the products of one estimate), and
-starts each estimate from the previous eigenvectors:
+starts each estimate from the previous eigenvectors (:class:`~implicitlab.diagnostics.lanczos.WarmStart`,
+which the ensemble's :class:`~implicitlab.diagnostics.ensemble_curvature.SharpnessProbe` uses too):
 
 - ``extrapolate=True`` (default): from the linear extrapolation v_t + (v_t − v_{t−1}) of the last two
   (signs aligned first: an eigenvector has none), which follows a smoothly turning eigenvector to
@@ -22,11 +23,10 @@ eigenvalue with a small residual; estimating k = 2 guards against that at twice 
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
-from .eigen import EigenResult, _check_common, lanczos_eigenpairs
 from .hessian import HessianOperator
+from .lanczos import EigenResult, WarmStart, check_eigen_options, lanczos_eigenpairs
 
 
 class SharpnessTracker:
@@ -36,12 +36,15 @@ class SharpnessTracker:
         model, loss, X, y, chunk_size, reduction, reuse, check_determinism: as for
             :class:`~implicitlab.diagnostics.hessian.HessianOperator` (the determinism probe runs
             once, at construction).
-        k, which, tol, criterion, max_matvecs: as for :func:`~implicitlab.diagnostics.eigen.lanczos_eigenpairs`;
-            ``criterion`` defaults to ``"gap"`` here (the r²/gap estimate of the eigenvalue error).
+        k, which, tol, criterion, max_matvecs, explicit_residuals: as for
+            :func:`~implicitlab.diagnostics.lanczos.lanczos_eigenpairs`; ``criterion`` defaults to
+            ``"gap"`` here (the r²/gap estimate of the eigenvalue error).
         extrapolate: start from the extrapolation of the last two eigenvectors (module docstring).
 
     Attributes:
-        operator: the :class:`HessianOperator`; history: one :class:`EigenResult` per call.
+        operator: the :class:`HessianOperator`; history: one :class:`EigenResult` per call;
+        warm: the :class:`~implicitlab.diagnostics.lanczos.WarmStart` (the last two eigenvector
+        blocks, signs aligned).
 
     Example::
 
@@ -64,6 +67,7 @@ class SharpnessTracker:
         tol: float = 1e-6,
         criterion: str = "gap",
         max_matvecs: int | None = None,
+        explicit_residuals: bool = False,
         extrapolate: bool = True,
         chunk_size: int | None = None,
         reduction: str = "mean",
@@ -75,32 +79,24 @@ class SharpnessTracker:
             model, loss, X, y, chunk_size=chunk_size, reduction=reduction, reuse=reuse,
             check_determinism=check_determinism, seed=seed,
         )
-        _check_common(self.operator, k, which, tol, criterion)
+        check_eigen_options(self.operator, k=k, which=which, tol=tol, criterion=criterion, max_matvecs=max_matvecs)
         self.k, self.which, self.tol, self.criterion = k, which, tol, criterion
-        self.max_matvecs, self.extrapolate, self.seed = max_matvecs, extrapolate, seed
+        self.max_matvecs, self.explicit_residuals, self.seed = max_matvecs, explicit_residuals, seed
+        self.warm = WarmStart(extrapolate)
         self.history: list[EigenResult] = []
-        self._vectors: list[Tensor] = []  # the last two (D, k) eigenvector blocks, signs aligned
 
     def start_vector(self) -> Tensor | None:
         """The warm start of the next estimate: ``(D, k)`` or None before the first."""
-        if not self._vectors:
-            return None
-        if self.extrapolate and len(self._vectors) == 2:
-            previous, last = self._vectors
-            return 2.0 * last - previous
-        return self._vectors[-1]
+        return self.warm.vector()
 
     def __call__(self) -> EigenResult:
         """Estimate at the model's current parameters, warm-started; appended to ``history``."""
         res = lanczos_eigenpairs(
-            self.operator, self.k, self.which, tol=self.tol, criterion=self.criterion,
-            v0=self.start_vector(), max_matvecs=self.max_matvecs, seed=self.seed + len(self.history),
+            self.operator, k=self.k, which=self.which, tol=self.tol, criterion=self.criterion,
+            v0=self.start_vector(), max_matvecs=self.max_matvecs, explicit_residuals=self.explicit_residuals,
+            seed=self.seed + len(self.history),
         )
-        vectors = res.vectors.clone()
-        if self._vectors:  # align each eigenvector's sign with its predecessor
-            signs = torch.sign((vectors * self._vectors[-1]).sum(0))
-            vectors = vectors * torch.where(signs == 0, torch.ones_like(signs), signs)
-        self._vectors = [*self._vectors[-1:], vectors]
+        self.warm.update(res.vectors)
         self.history.append(res)
         return res
 

@@ -1,4 +1,5 @@
-"""Lanczos eigenpairs against torch.linalg.eigvalsh (float64), residuals, warm starts, bad input."""
+"""One model: Lanczos eigenpairs against torch.linalg.eigvalsh (float64), residuals, warm starts, bad input;
+sharpness end to end; the power-iteration baseline."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from implicitlab.diagnostics.eigen import EigenResult, lanczos_eigenpairs, power_iteration, sharpness
+from implicitlab.diagnostics.eigen import power_iteration, sharpness
 from implicitlab.diagnostics.hessian import HessianOperator
+from implicitlab.diagnostics.lanczos import EigenResult, lanczos_eigenpairs
 
 EIG_RTOL = 1e-10  # the Done-when accuracy for top-k eigenvalues in float64
 
@@ -54,7 +56,7 @@ def explicit_residuals(A: torch.Tensor, res: EigenResult) -> torch.Tensor:
 def test_topk_matches_eigvalsh_with_small_residuals(mlp_problem, which):
     _, _, _, H, ref, dense = mlp_problem
     k, tol = 3, 1e-11
-    res = lanczos_eigenpairs(H, k, which, tol=tol)
+    res = lanczos_eigenpairs(H, k=k, which=which, tol=tol)
     order = {"LA": ref.flip(0), "SA": ref, "LM": ref[ref.abs().argsort(descending=True)]}[which]
     torch.testing.assert_close(res.values, order[:k], rtol=EIG_RTOL, atol=0.0)
     assert res.all_converged and res.num_matvecs <= H.dim
@@ -67,8 +69,8 @@ def test_topk_matches_eigvalsh_with_small_residuals(mlp_problem, which):
 
 def test_explicit_residuals_cost_k_products(mlp_problem):
     _, _, _, H, ref, dense = mlp_problem
-    implicit = lanczos_eigenpairs(H, 2, tol=1e-10)
-    explicit = lanczos_eigenpairs(H, 2, tol=1e-10, explicit_residuals=True)
+    implicit = lanczos_eigenpairs(H, k=2, tol=1e-10)
+    explicit = lanczos_eigenpairs(H, k=2, tol=1e-10, explicit_residuals=True)
     assert explicit.residual_kind == "explicit" and explicit.num_matvecs == implicit.num_matvecs + 2
     torch.testing.assert_close(explicit.residuals, explicit_residuals(dense, explicit), rtol=1e-6, atol=1e-15)
 

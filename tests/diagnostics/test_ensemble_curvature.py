@@ -136,5 +136,5 @@ def test_bad_k():
     arch = Architecture("deep_linear", d_in=2, depth=1)
     X, y = _data(d=2)
     ens = Ensemble.create(arch, [0.5], [0])
-    with pytest.raises(ValueError, match="k must be"):
+    with pytest.raises(ValueError, match="only 2 dimensions"):
         ensemble_sharpness(ens, "square", X, y, k=3)
