@@ -158,8 +158,6 @@ def test_a_failing_run_is_recorded_as_failed_then_re_raised(tmp_path):
         store.close()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: run_experiment saves exp.plot(table) and never closes the figure, "
-                   "so every run leaves a pyplot figure open (memory; matplotlib warns past 20)")
 def test_a_run_leaves_no_figure_open(tmp_path):
     import matplotlib.pyplot as plt
 

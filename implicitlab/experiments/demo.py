@@ -21,17 +21,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
 from ..config import ConfigError, dtype_of, require, require_positive
+from ..models import Architecture, Ensemble
+from ..plots import figure
+from ..train import ProbeContext, gradient_descent, log_spaced, loss_probe
 from .claims import Claim
 from .experiment import Experiment
-from ..models import Architecture, Ensemble
-from ..train import ProbeContext, log_spaced, loss_probe, gradient_descent
 
 BATCH_FIELDS = ("seed", "init_scale", "lr")
 
@@ -121,7 +121,8 @@ def run(cfg: DemoConfig, *, device: torch.device = torch.device("cpu"), progress
 
 
 def plot(table: pd.DataFrame) -> Figure:
-    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.2), layout="constrained")
+    fig, axes = figure(ncols=2, width=4.0, height=3.2)  # not attached to pyplot: nothing left open
+    a, b = axes[0]
     steps = table["step"].clip(lower=1)
     a.loglog(steps, table["loss"])
     a.set(xlabel="step", ylabel="mean square loss")

@@ -55,8 +55,10 @@ def _dloss_doutputs(
         return c * terms.sum(-1), (c * yy * deriv).unsqueeze(-1)
     if loss_name == "square" and not normalized:
         t = y.to(F.dtype)
-        if t.ndim == F.ndim - 1:
-            t = t.unsqueeze(-1)  # scalar targets (…, n) → (…, n, 1)
+        if F.shape[-1] == 1:  # scalar outputs: targets (…, n) or (…, n, 1), as in losses.loss_terms
+            if t.ndim >= 1 and t.shape[-1] == 1:
+                t = t.squeeze(-1)
+            t = t.unsqueeze(-1)  # (…, n) → (…, n, 1)
         diff = F - t
         return c * (diff**2).sum((-1, -2)), 2.0 * c * diff
     # general fallback (cross-entropy, normalized square): autograd on the outputs only
@@ -103,7 +105,7 @@ def linear_chain_gradients(
         weights: ``[(R, out_k, in_k)]``, first layer first.
         head: fixed output matrix ``(R, d_out, d)`` or None.
         X: ``(n, d)`` shared data, or ``(R, B, d)`` per-run mini-batches; y to match.
-        stats: square-loss sufficient statistics (full batch only), see ``gd._SquareStats``.
+        stats: square-loss sufficient statistics (full batch only), see :class:`implicitlab.losses.SquareLossStats`.
         yX: ``(n, d)`` rows y_n x_n (full batch, exp/logistic, scalar output): margins are then
             m = P (yX)ᵀ and G = (∂L/∂m) yX, with no separate pass over the labels.
     """

@@ -1,6 +1,6 @@
 """Probes: what is measured during training, one value per run.
 
-A probe is a function ``probe(ctx) -> dict[str, Tensor (R,)]``. :func:`implicitlab.train.gd.train`
+A probe is a function ``probe(ctx) -> dict[str, Tensor (R,)]``. :func:`implicitlab.train.gd.gradient_descent`
 calls every probe at the scheduled steps and writes one table row per run × step. Values of runs
 that have diverged are recorded as NaN (their status column says why).
 """

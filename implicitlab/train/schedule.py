@@ -14,8 +14,11 @@ def every(k: int, num_steps: int) -> np.ndarray:
 
 
 def log_spaced(num_steps: int, num: int = 50, first: int = 1) -> np.ndarray:
-    """About ``num`` integer steps geometrically spaced from ``first`` to ``num_steps``, plus step 0."""
+    """About ``num`` integer steps geometrically spaced from ``first`` to ``num_steps``, plus step 0.
+
+    Never past ``num_steps``: a ``first`` beyond it gives ``[0, num_steps]``.
+    """
     if num_steps < 1:
         return np.array([0], dtype=np.int64)
-    grid = np.geomspace(max(first, 1), num_steps, num)
+    grid = np.geomspace(min(max(first, 1), num_steps), num_steps, num)
     return np.unique(np.concatenate([[0], np.round(grid).astype(np.int64), [num_steps]]))

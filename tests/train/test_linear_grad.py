@@ -23,16 +23,11 @@ LOSS_SETUP = {"square": (1, "real"), "exp": (1, "pm1"), "logistic": (1, "pm1"), 
 # targets (n,) then broadcast against F (R, n, 1) to (R, n, n), and vector targets (n, d_out) are
 # unsqueezed to (n, d_out, 1). gradient_descent never takes this path (it always passes the
 # statistics for a full-batch square loss), but linear_chain_gradients accepts the call.
-SQUARE_WITHOUT_STATS_BUG = pytest.mark.xfail(
-    strict=True, raises=(AssertionError, RuntimeError),
-    reason="bug: linear_grad._dloss_doutputs mis-broadcasts full-batch square-loss targets (n,) / (n, d_out)",
-)
 
 
 def loss_and_mode_cases(losses):
-    """(loss, normalized) pairs; the plain full-batch square loss without statistics marked as the known bug."""
-    return [pytest.param(name, normalized, id=f"{name}-{'normalized' if normalized else 'plain'}",
-                         marks=SQUARE_WITHOUT_STATS_BUG if (name == "square" and not normalized) else ())
+    """(loss, normalized) pairs, with readable ids."""
+    return [pytest.param(name, normalized, id=f"{name}-{'normalized' if normalized else 'plain'}")
             for name in losses for normalized in (False, True)]
 
 
@@ -175,7 +170,6 @@ def test_normalized_gradient_is_exact_where_the_loss_underflows(loss_name, use_y
     assert_matches(value, grads, *autograd_reference(weights, None, X, y, loss_name, "mean", True), tol[F64])
 
 
-@SQUARE_WITHOUT_STATS_BUG
 def test_square_vector_targets_full_batch_without_statistics(tol):
     # (scalar targets are in test_output_path_matches_autograd[square-plain-*])
     weights = make_chain(2, 2)

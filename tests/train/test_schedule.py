@@ -73,9 +73,6 @@ def test_log_spaced_properties(num_steps, num):
     assert np.all(ratios >= rho / bound / (1 + 1e-12))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: log_spaced(num_steps, num, first) with first > num_steps "
-                   "returns steps beyond num_steps (np.geomspace runs from first down to num_steps), "
-                   "which gradient_descent then refuses")
 def test_log_spaced_never_goes_past_the_last_step():
     steps = log_spaced(5, 10, first=100)
     assert steps.max() == 5
