@@ -171,8 +171,9 @@ def perturbed_gd_moments(
     After m perturbations at steps s_j ≤ t, w(t) ~ N(μ(t), C(t)) with μ the unperturbed trajectory
     and C = σ² m P_null + V diag(σ² Σ_j q_i^{2(t − s_j)}) Vᵀ (q_i = :attr:`QuadraticGD.contraction`).
     With e = A_test μ − y_test and S = A_test C A_testᵀ, the test MSE Q = ‖A_test w − y_test‖²/n_t has
-    E Q = (‖e‖² + tr S)/n_t and Var Q = (2 tr S² + 4 eᵀSe)/n_t² (a Gaussian quadratic form); ‖P_null w‖²
-    has E = ‖P_null w₀‖² + mσ² d_null and Var = 2m²σ⁴ d_null + 4mσ²‖P_null w₀‖² (d_null = dim null(A)).
+    E Q = (‖e‖² + tr S)/n_t and Var Q = (2 tr S² + 4 eᵀSe)/n_t² (a Gaussian quadratic form);
+    ‖P_null w‖² has E = ‖P_null w₀‖² + mσ² d_null and Var = 2m²σ⁴ d_null + 4mσ²‖P_null w₀‖²
+    (d_null = dim null(A)).
     Runs are independent: the SD of the mean over runs is √(Σ_r Var_r)/R.
 
     Args:

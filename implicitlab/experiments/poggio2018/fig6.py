@@ -14,10 +14,11 @@ not even interpolate. Column scaling does not help: the ill-conditioning is the 
 of x^j and x^{j+2} on [−1, 1], not a scale. We therefore compute three things side by side:
 
 - ``monomial_exact``: the minimum-norm solution in the monomial parametrisation in high precision
-  (:func:`implicitlab.references.monomial_min_norm_exact`, mpmath, ``exact_dps`` digits), certified by recomputing at ``exact_dps + certify_extra_dps`` and
-  reporting the agreement. For p ≥ n it is kernel interpolation with k_p(x, x') = Σ_{j<p}(xx')^j =
-  (1 − (xx')^p)/(1 − xx') (w = Φᵀα, Kα = y, ‖w‖² = yᵀα); for p < n the least-squares solution of
-  the Hankel normal equations (ΦᵀΦ)_{ab} = Σ_i x_i^{a+b}. Both by Cholesky. Run at ``exact_sizes``.
+  (:func:`implicitlab.references.monomial_min_norm_exact`, mpmath, ``exact_dps`` digits), certified
+  by recomputing at ``exact_dps + certify_extra_dps`` and reporting the agreement. For p ≥ n it is
+  kernel interpolation with k_p(x, x') = Σ_{j<p}(xx')^j = (1 − (xx')^p)/(1 − xx') (w = Φᵀα, Kα = y,
+  ‖w‖² = yᵀα); for p < n the least-squares solution of the Hankel normal equations
+  (ΦᵀΦ)_{ab} = Σ_i x_i^{a+b}. Both by Cholesky. Run at ``exact_sizes``.
 - ``monomial_float64``: the float64 SVD pseudo-inverse, at every p, with its numerical rank.
 - the orthogonal-basis counterparts (``chebyshev``: T_j; ``legendre``: √(2j+1)P_j) in float64,
   where the conditioning is ≤ 10: their min-norm solutions are exact to rounding. They minimise a
@@ -145,31 +146,34 @@ def run(cfg: Fig6Config, *, device: torch.device = torch.device("cpu"), progress
     old_dps = mp.dps
     sizes_exact = sorted(set(cfg.exact_sizes))
     xs_curve = np.linspace(-1.0, 1.0, cfg.curve_points)
-    for i, p in enumerate(sizes_exact):
-        res = [monomial_min_norm_exact(x_train_mp, y_train_mp, x_test_mp, p, dps=d)
-               for d in (cfg.exact_dps, cfg.exact_dps + cfg.certify_extra_dps)]
-        lo, hi = res
-        mp.dps = cfg.exact_dps + cfg.certify_extra_dps
-        yt = [mp.sin(2 * mp.pi * cfg.frequency * v) for v in x_test_mp(mp)]
-        ytr = y_train_mp(mp)
-        test_hi = mp.fsum((a - b) ** 2 for a, b in zip(hi.eval_predictions, yt)) / len(yt)
-        test_lo = mp.fsum((a - b) ** 2 for a, b in zip(lo.eval_predictions, yt)) / len(yt)
-        train_hi = mp.fsum((a - b) ** 2 for a, b in zip(hi.train_predictions, ytr)) / len(ytr)
-        rows.append({
-            "method": "monomial_exact", "p": p, "train_mse": float(train_hi), "test_mse": float(test_hi),
-            "w_norm": float(mp.sqrt(hi.weight_norm2)), "rank": min(cfg.num_train, p), "full_rank": min(cfg.num_train, p),
-            "condition": hi.cond_lower_bound,
-            "certified_rel_diff": float(abs(test_hi - test_lo) / test_hi) if test_hi > 0 else 0.0,
-            "dps": cfg.exact_dps + cfg.certify_extra_dps, "dps_low": cfg.exact_dps,
-        })
-        if p == P:  # the exact predictor on a grid, for the figure
-            grid = monomial_min_norm_exact(x_train_mp, y_train_mp, lambda m: [m.mpf(float(v)) for v in xs_curve], p,
-                                           dps=cfg.exact_dps)
-            curves.append(pd.DataFrame({"method": "monomial_exact", "p": p, "x": xs_curve,
-                                        "f": [float(v) for v in grid.eval_predictions]}))
-        if progress:
-            progress(0.2 + 0.8 * (i + 1) / len(sizes_exact))
-    mp.dps = old_dps
+    try:  # the working precision is global to mpmath: restore it however the loop ends
+        for i, p in enumerate(sizes_exact):
+            res = [monomial_min_norm_exact(x_train_mp, y_train_mp, x_test_mp, p, dps=d)
+                   for d in (cfg.exact_dps, cfg.exact_dps + cfg.certify_extra_dps)]
+            lo, hi = res
+            mp.dps = cfg.exact_dps + cfg.certify_extra_dps
+            yt = [mp.sin(2 * mp.pi * cfg.frequency * v) for v in x_test_mp(mp)]
+            ytr = y_train_mp(mp)
+            test_hi = mp.fsum((a - b) ** 2 for a, b in zip(hi.eval_predictions, yt)) / len(yt)
+            test_lo = mp.fsum((a - b) ** 2 for a, b in zip(lo.eval_predictions, yt)) / len(yt)
+            train_hi = mp.fsum((a - b) ** 2 for a, b in zip(hi.train_predictions, ytr)) / len(ytr)
+            rows.append({
+                "method": "monomial_exact", "p": p, "train_mse": float(train_hi), "test_mse": float(test_hi),
+                "w_norm": float(mp.sqrt(hi.weight_norm2)), "rank": min(cfg.num_train, p),
+                "full_rank": min(cfg.num_train, p),
+                "condition": hi.cond_lower_bound,
+                "certified_rel_diff": float(abs(test_hi - test_lo) / test_hi) if test_hi > 0 else 0.0,
+                "dps": cfg.exact_dps + cfg.certify_extra_dps, "dps_low": cfg.exact_dps,
+            })
+            if p == P:  # the exact predictor on a grid, for the figure
+                grid = monomial_min_norm_exact(x_train_mp, y_train_mp, lambda m: [m.mpf(float(v)) for v in xs_curve],
+                                               p, dps=cfg.exact_dps)
+                curves.append(pd.DataFrame({"method": "monomial_exact", "p": p, "x": xs_curve,
+                                            "f": [float(v) for v in grid.eval_predictions]}))
+            if progress:
+                progress(0.2 + 0.8 * (i + 1) / len(sizes_exact))
+    finally:
+        mp.dps = old_dps
     table = pd.DataFrame(rows)
     table["section"] = "loss"
     table["num_train"] = cfg.num_train
