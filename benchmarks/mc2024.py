@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from implicitlab.diagnostics.ensemble_curvature import SharpnessProbe
-from implicitlab.experiments.marion_chizat2024.common import problem_from_key
+from implicitlab.experiments.marion_chizat2024.common import make_problem
 from implicitlab.models import Architecture, Ensemble, LayeredNet
 from implicitlab.train import every, gradient_descent
 
@@ -92,7 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    P = problem_from_key((50, 5, 10, 1.0, 0), torch.float64, torch.device("cpu"))
+    P = make_problem(50, 5, 10, 1.0, 0, torch.float64, torch.device("cpu"))
     arch = Architecture("deep_linear", d_in=5, depth=10)
     scales = [float(s) for s in np.linspace(0.25, 0.6, 10) for _ in range(args.reps)]
 

@@ -8,6 +8,10 @@ The config hash does not see the code that made a table: a reused run whose stor
 fingerprint (:func:`implicitlab.environment.code_fingerprint`) differs from the current one is
 flagged as stale on the page and in the result, and ``fresh=True`` (``--fresh``) runs everything
 again (the old runs stay in the store; the newest run of a key is the one used).
+
+A view (``Experiment.view_of``) is no sweep point: its source's point is (once, also when only the
+view is selected), and the view's table is derived from the source's stored table, each time —
+nothing trains twice, and nothing of the view is stored.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 
 from .config import ConfigError, with_data_dir
 from .environment import code_fingerprint
-from .experiments import Claim, Experiment, experiments
+from .experiments import Claim, Experiment, experiments, get
 from .report import ReportEntry, write_report
 from .sweep.store import Store, store_path
 from .sweep.driver import run_sweep
@@ -83,8 +87,12 @@ def check(
     """
     start = time.perf_counter()
     exps = select(only)
-    points = [p for e in exps
-              for p in points_for(e, [with_data_dir(e.preset(preset), data_dir)], preset=preset)]  # validates presets
+    unique, point_of = {}, {}  # point_of: experiment name → the point whose run it reads (a view: its source's)
+    for e in exps:
+        trained = get(e.view_of) if e.view_of is not None else e
+        (p,) = points_for(trained, [with_data_dir(e.preset(preset), data_dir)], preset=preset)  # validates presets
+        point_of[e.name] = unique.setdefault(p.key, p)
+    points = list(unique.values())
     before = Store(store_path(out))
     stored = {p.key for p in points if before.statuses(p.experiment.name).get(p.config_hash) == "ok"}
     before.close()
@@ -93,8 +101,8 @@ def check(
     current_code = code_fingerprint()
     store = sweep.store
     entries = []
-    for p in points:
-        exp = p.experiment
+    for exp in exps:
+        p = point_of[exp.name]
         run_id = sweep.run_ids.get(p.key)
         if run_id is None:
             error = sweep.errors.get(p.key, "the run failed (see `implicitlab runs`)")
@@ -104,15 +112,21 @@ def check(
                                        {}, {}, 0.0, exp.description))
             continue
         record = store.run_record(run_id)
+        env = record.get("environment") or {}
+        wall = float(record.get("wall_time_s") or 0.0)
         table = store.table(run_id)
+        if exp.view_of is not None:
+            derived = time.perf_counter()
+            table = exp.derive(table, p.config)
+            env = {**env, "view_of": exp.view_of, "source_run_id": run_id}
+            wall = time.perf_counter() - derived
         claims = [c.to_dict() for c in exp.claims(table)]
         entries.append(ReportEntry(
             experiment=exp.name, title=exp.title, paper=exp.paper, preset=preset, claims=claims,
             figure_svg=_svg(exp.plot(table)), config=record.get("config") or {},
-            environment=record.get("environment") or {}, wall_time_s=float(record.get("wall_time_s") or 0.0),
+            environment=env, wall_time_s=wall,
             description=exp.description, reused=p.key in stored and not fresh,
-            stale=p.key in stored and not fresh
-            and (record.get("environment") or {}).get("code_fingerprint") != current_code,
+            stale=p.key in stored and not fresh and env.get("code_fingerprint") != current_code,
         ))
     page, claims_json = write_report(entries, Path(out))
     return CheckResult(entries, page, claims_json, time.perf_counter() - start)

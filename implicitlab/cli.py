@@ -117,6 +117,11 @@ def run(
             bar.update(task, completed=1.0)
         console.print(claims_table(f"{exp.name} — {exp.paper}  [{outcome.wall_time_s:.1f} s]", outcome.claims))
         console.print(f"  figure, table, claims: {outcome.out_dir}/", highlight=False)
+        if exp.view_of is not None:  # a view trains nothing: say whose runs it read
+            src = outcome.source
+            made = (f"run {src} from the store" if isinstance(src, int)
+                    else f"run {src.run_id}, made now [{src.wall_time_s:.1f} s]: {src.out_dir}/")
+            console.print(f"  a view of the runs of {exp.view_of}: {made}", highlight=False)
         all_hold &= all(c.holds for c in outcome.claims)
         outcomes.append(outcome)
     if len(outcomes) > 1:
@@ -339,7 +344,7 @@ def check_command(
             task = bar.add_task(f"check ({preset}, {len(exps)} experiments)", total=len(exps))
             result = check(preset, only=only, out=out, device=device, backend=backend, workers=workers,
                            retry_failed=retry_failed, fresh=fresh, data_dir=root,
-                           progress=lambda done, total: bar.update(task, completed=done))
+                           progress=lambda done, total: bar.update(task, completed=done, total=total))
     except KeyboardInterrupt:
         err_console.print("interrupted: the runs stored so far are kept; rerun the same command to resume",
                           highlight=False)

@@ -3,6 +3,11 @@
 Files, under ``out/EXPERIMENT/PRESET/``: ``config.json``, ``table.csv``, ``claims.json``,
 ``figure.png`` and ``figure.svg``. The store (``out/implicitlab.sqlite`` by default) gets the run
 with its config, hash, environment, wall time, table and claims, in one transaction.
+
+A view (``Experiment.view_of``) trains nothing: its table is derived from its source's table for
+the same config — the newest ``ok`` run of that config in the store made by the current code
+(:func:`stored_run`), or else a run of the source made now (stored, with its own files). The view's
+environment names the source run (``view_of``, ``source_run_id``).
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ import pandas as pd
 import torch
 
 from .config import config_hash, config_to_dict
-from .environment import environment
-from .experiments import Claim, Experiment
+from .environment import code_fingerprint, environment
+from .experiments import Claim, Experiment, get
 from .experiments import Progress
 from .plots import save
 from .sweep.store import Store, store_path
@@ -33,6 +38,19 @@ class RunOutcome:
     table: pd.DataFrame
     claims: list[Claim]
     wall_time_s: float
+    source: RunOutcome | int | None = None  # a view: its source's run, made now (an outcome) or reused (a run id)
+
+
+def stored_run(store: Store, experiment: str, cfg_hash: str) -> int | None:
+    """The newest ``ok`` run of ``experiment`` with config hash ``cfg_hash`` made by the current code
+    (same :func:`~implicitlab.environment.code_fingerprint`), or None."""
+    current = code_fingerprint()
+    for rec in reversed(store.records(status="ok", experiment=experiment)):
+        if rec["config_hash"] == cfg_hash:
+            env = store.run_record(rec["id"]).get("environment") or {}
+            if env.get("code_fingerprint") == current:
+                return rec["id"]
+    return None
 
 
 def run_experiment(
@@ -45,14 +63,26 @@ def run_experiment(
     store: Store | None = None,
     progress: Progress | None = None,
 ) -> RunOutcome:
-    """Execute ``exp`` on ``cfg`` and persist everything (see module docstring)."""
+    """Execute ``exp`` on ``cfg`` and persist everything (see module docstring; a view runs or
+    reuses its source first)."""
     store = store or Store(store_path(out))
     env = environment(device)
     cfg_dict = config_to_dict(cfg)
     h = config_hash(cfg)
+    source, source_table = None, None
+    if exp.view_of is not None:
+        source = stored_run(store, exp.view_of, h)
+        if source is None:
+            source = run_experiment(get(exp.view_of), cfg, preset=preset, out=out, device=device, store=store,
+                                    progress=progress)
+            source_table = source.table
+        else:
+            source_table = store.table(source)
+        env = {**env, "view_of": exp.view_of,
+               "source_run_id": source.run_id if isinstance(source, RunOutcome) else source}
     start = time.perf_counter()
     try:
-        table, claims = exp.execute(cfg, device=device, progress=progress)
+        table, claims = exp.execute(cfg, device=device, progress=progress, source_table=source_table)
     except Exception as exc:  # a failed run is recorded, then re-raised
         store.write_run(
             experiment=exp.name, preset=preset, config=cfg_dict, config_hash=h, status="failed",
@@ -75,7 +105,7 @@ def run_experiment(
         experiment=exp.name, preset=preset, config=cfg_dict, config_hash=h, status="ok",
         environment=env, wall_time_s=wall, table=table, claims=claim_dicts, out_dir=str(out_dir),
     )
-    return RunOutcome(exp.name, preset, run_id, out_dir, table, claims, wall)
+    return RunOutcome(exp.name, preset, run_id, out_dir, table, claims, wall, source)
 
 
 def write_summary(outcomes: list[RunOutcome], path: Path) -> Path:

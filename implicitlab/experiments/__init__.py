@@ -9,11 +9,15 @@ answer in a fresh interpreter as after any other import. ``template.py`` is the 
 from __future__ import annotations
 
 from ..config import ConfigError
-from . import demo
+from . import demo, template
 from .claims import Claim
-from .experiment import Experiment, Progress, merged_run_batch
-from .marion_chizat2024 import extra as mc2024_extra
+from .experiment import Experiment, Progress, check_views, merged_run_batch
+from .marion_chizat2024 import alignment as mc2024_alignment
 from .marion_chizat2024 import fig1 as mc2024_fig1
+from .marion_chizat2024 import fig2 as mc2024_fig2
+from .marion_chizat2024 import fig3 as mc2024_fig3
+from .marion_chizat2024 import fig6 as mc2024_fig6
+from .marion_chizat2024 import gelu as mc2024_gelu
 from .marion_chizat2024 import resnet as mc2024_resnet
 from .poggio2018 import fig1_cifar, fig2_cifar, fig3, fig4, fig5_cifar, fig6, fig7, hessian, init_independence
 from .soudry2018 import linear as soudry2018_linear
@@ -30,24 +34,26 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     hessian.EXPERIMENT,
     init_independence.EXPERIMENT,
     mc2024_fig1.EXPERIMENT,
-    mc2024_fig1.FIG3,
-    mc2024_resnet.RESNET,
-    mc2024_resnet.FIG2,
-    mc2024_extra.FIG6,
-    mc2024_extra.GELU,
-    mc2024_extra.ALIGNMENT,
+    mc2024_fig3.EXPERIMENT,
+    mc2024_resnet.EXPERIMENT,
+    mc2024_fig2.EXPERIMENT,
+    mc2024_fig6.EXPERIMENT,
+    mc2024_gelu.EXPERIMENT,
+    mc2024_alignment.EXPERIMENT,
     demo.EXPERIMENT,
+    template.EXPERIMENT,
 )
 """Every experiment, one line each: a new experiment is a new module plus one line here."""
 
 
 def experiments() -> dict[str, Experiment]:
-    """Name → experiment, sorted by name. An error if two share a name."""
+    """Name → experiment, sorted by name. An error if two share a name or a view's source is not listed."""
     out: dict[str, Experiment] = {}
     for exp in EXPERIMENTS:
         if exp.name in out:
             raise ValueError(f"two experiments are named {exp.name!r}")
         out[exp.name] = exp
+    check_views(out)
     return dict(sorted(out.items()))
 
 

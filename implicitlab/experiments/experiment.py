@@ -1,6 +1,13 @@
 """The Experiment record: a config type, presets, ``run``, ``plot`` and ``claims`` (experiments as data).
 
-The list of experiments is in :mod:`implicitlab.experiments` (``__init__.py``)."""
+An experiment either trains (``run``) or is a *view*: another figure of the runs of a named
+experiment (``view_of``), computed from that experiment's table by ``derive`` — Marion & Chizat's
+Fig. 3 is the divergence probability of Fig. 1's runs. A view never trains; whoever executes one
+runs or reuses its source on the same config first (:func:`implicitlab.runner.run_experiment`,
+:func:`implicitlab.check.check`), and a sweep refuses it (sweep its source instead).
+
+The list of experiments is in :mod:`implicitlab.experiments` (``__init__.py``); :func:`check_views`
+checks the views of that list against their sources."""
 
 from __future__ import annotations
 
@@ -27,6 +34,11 @@ class Experiment:
     ``run(cfg, device=..., progress=...) -> DataFrame`` is pure (no files, no globals);
     ``plot(table) -> Figure`` and ``claims(table) -> list[Claim]`` read only the table.
 
+    A view (``view_of``, the name of another experiment, and ``derive``, with ``run=None``) trains
+    nothing: ``derive(source_table, cfg) -> DataFrame`` makes its table from the table its source
+    returns for the same config ``cfg``, so a view has its source's config type and presets (and
+    declares no batching). ``derive`` is pure and cheap; the source's runs are the only training.
+
     Ensemble batching (optional). An experiment whose runs an ensemble can carry side by side
     declares ``batch_fields`` — config fields that may differ between runs trained together (a
     seed, an init scale, a step size) — and ``run_batch(cfgs, device=..., progress=...) ->
@@ -41,15 +53,25 @@ class Experiment:
     paper: str
     config_type: type
     presets: dict[str, Any]
-    run: Callable[..., pd.DataFrame]
+    run: Callable[..., pd.DataFrame] | None  # None for a view
     plot: Callable[[pd.DataFrame], Figure]
     claims: Callable[[pd.DataFrame], list[Claim]]
     description: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
     batch_fields: tuple[str, ...] = ()
     run_batch: Callable[..., list[pd.DataFrame]] | None = None
+    view_of: str | None = None  # a view: the experiment whose runs it reads
+    derive: Callable[[pd.DataFrame, Any], pd.DataFrame] | None = None  # a view: (source table, cfg) -> table
 
     def __post_init__(self) -> None:
+        if (self.view_of is None) != (self.derive is None):
+            raise ValueError(f"experiment {self.name!r}: give view_of and derive together")
+        if self.view_of is not None and (self.run is not None or self.run_batch is not None):
+            raise ValueError(f"experiment {self.name!r} is a view of {self.view_of!r}: it has no run or run_batch")
+        if self.view_of is None and self.run is None:
+            raise ValueError(f"experiment {self.name!r}: give run (or view_of and derive)")
+        if self.view_of == self.name:
+            raise ValueError(f"experiment {self.name!r} cannot be a view of itself")
         if bool(self.batch_fields) != (self.run_batch is not None):
             raise ValueError(f"experiment {self.name!r}: give batch_fields and run_batch together")
         known = {f.name for f in dataclasses.fields(self.config_type)}
@@ -65,10 +87,45 @@ class Experiment:
                 f"experiment {self.name!r} has no preset {name!r}; presets: {', '.join(self.presets)}"
             ) from None
 
-    def execute(self, cfg: Any, device: torch.device | str = "cpu", progress: Progress | None = None):
-        """Run, then derive the claims: returns ``(table, claims)``."""
-        table = self.run(cfg, device=torch.device(device), progress=progress)
+    @property
+    def is_view(self) -> bool:
+        """Whether this experiment reads the runs of another (``view_of``) instead of training."""
+        return self.view_of is not None
+
+    def execute(self, cfg: Any, device: torch.device | str = "cpu", progress: Progress | None = None, *,
+                source_table: pd.DataFrame | None = None):
+        """Run (a view: derive from ``source_table``, its source's table for ``cfg``), then derive the
+        claims: returns ``(table, claims)``."""
+        if self.view_of is None:
+            if source_table is not None:
+                raise ValueError(f"experiment {self.name!r} is not a view: it takes no source table")
+            table = self.run(cfg, device=torch.device(device), progress=progress)
+        else:
+            if source_table is None:
+                raise ValueError(f"experiment {self.name!r} is a view of {self.view_of!r}: give the table "
+                                 f"{self.view_of!r} returns for this config (source_table)")
+            table = self.derive(source_table, cfg)
+            if progress:
+                progress(1.0)
         return table, self.claims(table)
+
+
+def check_views(experiments: dict[str, Experiment]) -> None:
+    """Every view reads a listed experiment that trains, with the view's config type and presets.
+
+    Raises ValueError naming the first view that does not.
+    """
+    for exp in experiments.values():
+        if exp.view_of is None:
+            continue
+        source = experiments.get(exp.view_of)
+        if source is None:
+            raise ValueError(f"experiment {exp.name!r} is a view of {exp.view_of!r}, which is not listed")
+        if source.view_of is not None:
+            raise ValueError(f"experiment {exp.name!r} is a view of {source.name!r}, itself a view")
+        if exp.config_type is not source.config_type or exp.presets != source.presets:
+            raise ValueError(f"experiment {exp.name!r} needs the config type and presets of its source "
+                             f"{source.name!r}")
 
 
 def merged_run_batch(run: Callable[..., pd.DataFrame], columns: dict[str, str]) -> Callable[..., list[pd.DataFrame]]:

@@ -216,6 +216,7 @@ def expand(spec: SweepSpec) -> list[Point]:
         base = exp.preset(spec.preset)
     except ConfigError as exc:
         raise SpecError(str(exc)) from None
+    _refuse_view(exp)
     types_ = field_types(type(base))
 
     def typed(part: str, name: str, value: Any) -> Any:
@@ -255,9 +256,16 @@ def expand(spec: SweepSpec) -> list[Point]:
     return points
 
 
+def _refuse_view(exp: Experiment) -> None:
+    if exp.view_of is not None:
+        raise SpecError(f"{exp.name} is a view of the runs of {exp.view_of} and trains nothing: sweep "
+                        f"{exp.view_of} (`implicitlab run {exp.name}` reads a stored run of it)")
+
+
 def points_for(experiment: str | Experiment, configs: list[Any], preset: str | None = None) -> list[Point]:
     """Points from configs built in Python (the API's way in); duplicates kept once."""
     exp = get(experiment) if isinstance(experiment, str) else experiment
+    _refuse_view(exp)
     points, seen = [], set()
     for cfg in configs:
         if not isinstance(cfg, exp.config_type):
