@@ -1,4 +1,10 @@
-"""Diagnostics: norms, margins, balancedness and alignment (and curvature, see hessian/eigen)."""
+"""Diagnostics: norms, margins, balancedness and alignment; curvature.
+
+Curvature: Hessian–vector products (:mod:`.hessian`), one Lanczos for one model or a batch of runs
+(:mod:`.lanczos`: ``lanczos_eigenpairs``, ``EigenResult``, ``WarmStart``), sharpness of a model
+(:mod:`.eigen`) or of every run of an ensemble (:mod:`.ensemble_curvature`), tracked along training
+(:mod:`.tracking`), spectra and traces (:mod:`.spectrum`).
+"""
 
 from .alignment import alignment, balancedness, rank_one_ratio, stable_rank
 from .eigen import power_iteration, sharpness

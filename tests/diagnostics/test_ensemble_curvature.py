@@ -123,8 +123,9 @@ def test_warm_started_probe_needs_few_products_along_training():
     t = res.table
     assert bool(t.sharpness_converged.all())
     late = t[t.step >= 50]
-    # warm start from the previous top eigenvector: a few products per estimate on average
-    assert late.sharpness_matvecs.mean() <= 4.0
+    # warm start (extrapolated from the last two top eigenvectors): a few products per estimate on
+    # average, the explicit residual's included (measured 3.9 = 2.9 + 1; from the previous vector alone 3.6)
+    assert late.sharpness_matvecs.mean() <= 4.5
     # the explicit residual certifies |λ − θ| ≤ r; with the gap rule the error r²/δ is far smaller
     assert (late.sharpness_residual <= 1e-3 * late.sharpness.abs()).all()
     final = ensemble_sharpness(ens, "square", X, y, tol=1e-12)
