@@ -100,11 +100,11 @@ class EigenResult:
         vectors: ``(D, k)`` unit eigenvector estimates, on the operator's device, in the dtype of the
             basis (the operator's, at least float32).
         residuals: ``(k,)`` float64, ‖A v − λ v‖ (``residual_kind`` says how it was obtained),
-            never below the operator's rounding floor (module docstring).
+            plus the operator's rounding floor where it has one (half precision, module docstring).
         error_bounds: ``(k,)`` float64, estimated |λ_true − λ|: min(r, r²/gap).
         converged: ``(k,)`` bool, the stopping test passed on the reported residuals.
-        lanczos_residuals: ``(k,)`` float64, β_j|s_j| (floored) where the run stopped — equal to
-            ``residuals`` unless those were recomputed explicitly.
+        lanczos_residuals: ``(k,)`` float64, β_j|s_j| (plus the floor) where the run stopped —
+            equal to ``residuals`` unless those were recomputed explicitly.
         num_matvecs: products used by this solve (batched products for R runs: each gives one
             product to every run), explicit-residual products included; an operator's determinism
             probe not included.
@@ -419,6 +419,24 @@ def error_bounds(r: np.ndarray, gap: np.ndarray, floor: np.ndarray | float = 0.0
     return np.where(usable, np.minimum(r, r**2 / np.where(usable, gap, 1.0) + floor), r)
 
 
+def ritz_test(theta: np.ndarray, S: np.ndarray, beta: float, floor: float, *, k: int, which: str, tol: float,
+              atol: float, criterion: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The stopping test of one run's Ritz pairs (θ ``(m,)``, S ``(m, m)``, coupling β_j).
+
+    Returns (idx, residuals, gaps, error bounds, passed) of the k wanted pairs: residuals
+    β_j|s_j| + floor, gaps δ̂ (:func:`ritz_gaps`), bounds min(r, r²/δ̂ + floor), and whether
+    ``criterion``'s quantity is ≤ max(tol·|θ|, atol).
+    """
+    idx = select(theta, k, which)
+    r_all = abs(beta) * np.abs(S[-1, :]) + floor  # ‖Av − θv‖ ≤ β_j|s_j| + ‖E‖ (module docstring)
+    r = r_all[idx]
+    gap = ritz_gaps(theta, r_all, idx)
+    bound = error_bounds(r, gap, floor)
+    test = r if criterion == "residual" else bound
+    passed = (test <= np.maximum(tol * np.abs(theta[idx]), atol)) & (theta.size >= k)
+    return idx, r, gap, bound, passed
+
+
 def start_rows(v0, runs: int | None, dim: int) -> Tensor | None:
     """``v0`` as start rows ``(R, D)`` (R = 1 for one operator): ``(D,)`` / ``(R, D)`` as they are,
     blocks of previous eigenvectors ``(D, m)`` / ``(R, D, m)`` as the sum of their normalised columns.
@@ -503,32 +521,23 @@ def lanczos_eigenpairs(
         floor_all = lz.floor()
         for r in np.flatnonzero(lz.active):
             theta, S = lz.ritz(r)
-            idx = select(theta, k, which)
-            raw = abs(lz.beta[r, lz.size - 1]) * np.abs(S[-1, :])  # β_j|s_j| of every Ritz pair
-            floor = floor_all[r]
-            r_all = raw + floor  # ‖Av − θv‖ ≤ β_j|s_j| + ‖E‖ (module docstring)
-            rr = r_all[idx]
-            gap = ritz_gaps(theta, r_all, idx)
-            bound = error_bounds(rr, gap, floor)
-            test = rr if criterion == "residual" else bound
-            enough = theta.size >= k
-            ok = (test <= np.maximum(tol * np.abs(theta[idx]), atol)) & enough
-            done = bool(ok.all()) or bool(lz.exhausted[r]) or lz.num_matvecs >= budget or lz.size >= lz.capacity
-            results[r] = (theta, S, idx, rr, gap, bound, ok, floor)
+            test = ritz_test(theta, S, lz.beta[r, lz.size - 1], floor_all[r], k=k, which=which, tol=tol, atol=atol,
+                             criterion=criterion)
+            results[r] = (theta, S, test)
+            done = bool(test[-1].all()) or bool(lz.exhausted[r]) or lz.num_matvecs >= budget or lz.size >= lz.capacity
             if not done and lz.broken[r]:
-                restart[r] = True
+                restart[r] = True  # the block ended before the wanted pairs converged
             elif done:
                 lz.active[r] = False
         if restart.any():
             started = lz.start(None, restart)
             lz.active[restart & ~started] = False  # nothing left to start from: the space is exhausted
-        for r, (theta, S, idx, rr, gap, bound, ok, floor) in results.items():
-            if lz.active[r]:
-                continue
-            values[r], lres[r], res[r], gaps[r], bounds[r], conv[r] = theta[idx], rr, rr, gap, bound, ok
-            floors[r] = floor
-            vectors[r] = lz.ritz_vectors(r, S[:, idx])
-            run_matvecs[r] = lz.num_matvecs
+        for r, (theta, S, (idx, rr, gap, bound, ok)) in results.items():
+            if not lz.active[r]:  # stopped at this step: record it
+                values[r], lres[r], res[r], gaps[r], bounds[r], conv[r] = theta[idx], rr, rr, gap, bound, ok
+                floors[r] = floor_all[r]
+                vectors[r] = lz.ritz_vectors(r, S[:, idx])
+                run_matvecs[r] = lz.num_matvecs
 
     kind = "lanczos"
     if explicit_residuals:
