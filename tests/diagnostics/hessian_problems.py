@@ -72,3 +72,15 @@ def dense_hessian(model: nn.Module, loss_fn, X, y) -> torch.Tensor:
 def as_matrix(H) -> torch.Tensor:
     """The operator's D × D matrix, from H @ I (batched products)."""
     return H @ torch.eye(H.dim, dtype=H.dtype)
+
+
+class SignBranch(nn.Module):
+    """A forward with a Python branch on a value: a trace would freeze the branch taken."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x):
+        out = self.lin(x)
+        return torch.tanh(out) if out.sum() > 0 else out.square()

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hessian_problems import RTOL, as_matrix, cnn, dense_hessian, make_problem, mlp, reference_loss
+from hessian_problems import RTOL, SignBranch, as_matrix, cnn, dense_hessian, make_problem, mlp, reference_loss
 from implicitlab.diagnostics.hessian import HessianOperator
 
 
@@ -43,18 +43,6 @@ def test_kept_state_follows_the_parameters(reuse):
     expected = HessianOperator(model, "ce", X, y, reuse="none", check_determinism=False) @ w
     assert not torch.allclose(expected, before)
     torch.testing.assert_close(H2 @ w, expected, rtol=RTOL, atol=1e-14)
-
-
-class SignBranch(nn.Module):
-    """A forward with a Python branch on a value: a trace would freeze the branch taken."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lin = nn.Linear(4, 3)
-
-    def forward(self, x):
-        out = self.lin(x)
-        return torch.tanh(out) if out.sum() > 0 else out.square()
 
 
 def test_linearized_falls_back_for_data_dependent_control_flow():

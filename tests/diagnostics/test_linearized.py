@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from hessian_problems import SignBranch
 from implicitlab.diagnostics.linearized import TangentProgram
 
 # float64, entries O(1): the program performs the same aten operations as jvp(grad(·)), so it
@@ -102,15 +103,6 @@ def test_program_is_bound_again_at_a_new_point():
 
 
 def test_a_branch_on_values_fails_the_trace_instead_of_being_frozen():
-    class SignBranch(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.lin = nn.Linear(4, 3)
-
-        def forward(self, x):
-            out = self.lin(x)
-            return torch.tanh(out) if out.sum() > 0 else out.square()
-
     torch.manual_seed(0)
     model = SignBranch().double()
     params = {n: p.detach() for n, p in model.named_parameters()}
