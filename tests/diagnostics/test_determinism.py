@@ -40,6 +40,7 @@ def test_batch_norm_in_train_mode_is_refused_and_buffers_restored():
 
 
 def test_probe_on_hand_made_products():
+    torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1)).double().eval()
     A = torch.diag(torch.arange(1.0, 6.0, dtype=torch.float64))
     kw = dict(dtype=torch.float64, device=torch.device("cpu"))

@@ -174,6 +174,7 @@ def test_bad_input(kwargs, match):
 
 
 def test_k_larger_than_the_parameter_count():
+    torch.manual_seed(0)
     model = nn.Linear(3, 1, bias=False).double()
     X, y = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
     with pytest.raises(ValueError, match="parameters"):
