@@ -1,7 +1,9 @@
 """Seeds: the one rule that derives the seed of a random stream from a run's seed.
 
-A config carries one ``seed``. Everything random that a run draws — the initialisation of run i of
-an ensemble, the data set, the batch order, a perturbation — comes from its own stream, seeded by
+A config carries one ``seed``. It seeds the experiment's primary draw directly (its data set or
+training subset, so that subsets stay nested across sizes); every other random stream — the
+initialisation of run i of an ensemble, batch orders, perturbations, test subsets, random labels,
+Lanczos start vectors — is seeded by
 
     derive_seed(seed, stream, *index)
 
@@ -28,8 +30,10 @@ def derive_seed(seed: int, stream: str, *index: int) -> int:
         index: non-negative integers that tell streams of one name apart (run i, repetition r).
 
     Returns:
-        An integer in [0, 2⁶³), a valid seed for ``torch.Generator.manual_seed`` and
-        ``numpy.random.default_rng``; the same for the same arguments on every platform.
+        An integer in [0, 2⁵³), a valid seed for ``torch.Generator.manual_seed`` and
+        ``numpy.random.default_rng``; the same for the same arguments on every platform. 53 bits
+        so that a seed stays exact in a float64 table column (one with NaN rows, or read back
+        from CSV); two of a run's streams then share a seed with probability ~n²/2⁵⁴.
     """
     values = (seed, *index)
     if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 for v in values):
@@ -38,4 +42,4 @@ def derive_seed(seed: int, stream: str, *index: int) -> int:
         raise ValueError(f"stream must be a non-empty name, got {stream!r}")
     entropy = [int(seed), zlib.crc32(stream.encode()), len(index), *(int(i) for i in index)]
     low, high = np.random.SeedSequence(entropy).generate_state(2, np.uint32)
-    return (int(high) << 32 | int(low)) & (2**63 - 1)
+    return (int(high) << 32 | int(low)) & (2**53 - 1)

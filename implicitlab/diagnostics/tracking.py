@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..seeds import derive_seed
 from .hessian import HessianOperator
 from .lanczos import EigenResult, WarmStart, check_eigen_options, lanczos_eigenpairs
 
@@ -94,7 +95,7 @@ class SharpnessTracker:
         res = lanczos_eigenpairs(
             self.operator, k=self.k, which=self.which, tol=self.tol, criterion=self.criterion,
             v0=self.start_vector(), max_matvecs=self.max_matvecs, explicit_residuals=self.explicit_residuals,
-            seed=self.seed + len(self.history),
+            seed=derive_seed(self.seed, "lanczos_start", len(self.history)),
         )
         self.warm.update(res.vectors)
         self.history.append(res)

@@ -36,6 +36,7 @@ from matplotlib.figure import Figure
 
 from ..config import dtype_of, require, require_positive
 from ..models import Architecture, Ensemble
+from ..seeds import derive_seed
 from ..train import every, gradient_descent, loss_probe
 from .claims import Claim
 from .experiment import Experiment
@@ -51,7 +52,7 @@ class TemplateConfig:
     num_steps: int = 200  # full-batch GD steps
     probe_every: int = 10  # loss recorded every k steps (and at the last)
     init_scale: float = 1.0  # initial weights init_scale · N(0, 1)
-    seed: int = 0  # initialisation of run i: seed + i
+    seed: int = 0  # initialisation of run i: derive_seed(seed, "init", i)
     data_seed: int = 0  # X ~ N(0, 1), y = X w_true + N(0, 1)
     dtype: str = "float64"
 
@@ -83,7 +84,7 @@ def run(cfg: TemplateConfig, *, device: torch.device = torch.device("cpu"), prog
     X, y = torch.tensor(Xn, dtype=dtype, device=device), torch.tensor(yn, dtype=dtype, device=device)
     lrs = [c * 2 / sharpness for c in cfg.step_fractions]
     ens = Ensemble.create(Architecture("deep_linear", d_in=cfg.d, depth=1), [cfg.init_scale] * len(lrs),
-                          [cfg.seed + i for i in range(len(lrs))], dtype=dtype, device=device)
+                          [derive_seed(cfg.seed, "init", i) for i in range(len(lrs))], dtype=dtype, device=device)
     res = gradient_descent(ens, "square", X, y, lr=torch.tensor(lrs, dtype=dtype, device=device),
                            num_steps=cfg.num_steps, probe_steps=every(cfg.probe_every, cfg.num_steps),
                            probes=(loss_probe,), progress=(lambda s, n: progress(s / n)) if progress else None)

@@ -31,6 +31,7 @@ import torch
 from ..losses import LOSSES, SquareLossStats, log_loss
 from ..losses import loss as loss_value
 from ..models import Ensemble
+from ..seeds import derive_seed
 from .linear_grad import linear_chain_gradients
 from .probes import Probe, ProbeContext, loss_probe
 
@@ -134,7 +135,7 @@ def gradient_descent(
     gens = None
     if batch_size is not None:
         seeds = list(batch_seeds) if batch_seeds is not None else model.seeds
-        gens = [torch.Generator().manual_seed(int(s) + 7919) for s in seeds]
+        gens = [torch.Generator().manual_seed(derive_seed(int(s), "batches")) for s in seeds]
         perm = None
         batches_per_epoch = math.ceil(n / batch_size)
 

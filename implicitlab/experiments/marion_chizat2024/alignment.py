@@ -16,6 +16,7 @@ import torch
 
 from ...config import dtype_of, require, require_positive
 from ...models import Architecture, Ensemble
+from ...seeds import derive_seed
 from ...train import alignment_probe, every, gradient_descent, loss_probe
 from ..claims import Claim
 from ..experiment import Experiment
@@ -63,7 +64,7 @@ def run(cfg: AlignmentConfig, *, device: torch.device = torch.device("cpu"), pro
     dtype = dtype_of(cfg.dtype)
     P = make_problem(cfg.n, cfg.d, cfg.depth, cfg.noise, cfg.data_seed, dtype, device)
     scales = [s for s in cfg.scales for _ in range(cfg.repetitions)]
-    seeds = [cfg.seed * 1_000_003 + 31 * i + 5 for i in range(len(scales))]
+    seeds = [derive_seed(cfg.seed, "init", i) for i in range(len(scales))]
     ens = Ensemble.create(Architecture("deep_linear", d_in=cfg.d, depth=cfg.depth), scales, seeds, dtype=dtype,
                           device=device)
     res = gradient_descent(ens, "square", P.X, P.y, lr=cfg.lr, num_steps=cfg.steps,

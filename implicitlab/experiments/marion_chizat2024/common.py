@@ -36,6 +36,7 @@ from ...diagnostics.ensemble_curvature import ensemble_sharpness
 from ...losses import loss as loss_fn
 from ...models import Architecture, Ensemble
 from ...references.deep_linear import deep_linear_sharpness_bound
+from ...seeds import derive_seed
 from ...train import gradient_descent
 from ..claims import Claim
 
@@ -135,7 +136,7 @@ def train_grid(arch: Architecture, P: Problem, *, lr: float, steps: int, scales:
     dtype, device = P.X.dtype, P.X.device
     run_scales = [s for s in scales for _ in range(repetitions)]
     run_reps = [r for _ in scales for r in range(repetitions)]
-    seeds = [seed * 1_000_003 + 7919 * i + 1 for i in range(len(run_scales))]
+    seeds = [derive_seed(seed, "init", i) for i in range(len(run_scales))]
     ens = Ensemble.create(arch, run_scales, seeds, dtype=dtype, device=device)
     s0 = ensemble_sharpness(ens, "square", P.X, P.y, tol=sharpness_tol, max_matvecs=200)
     res = gradient_descent(ens, "square", P.X, P.y, lr=lr, num_steps=steps)
@@ -185,7 +186,7 @@ def run_grid(cfg: GridConfig, *, device: torch.device = torch.device("cpu"), pro
     frames = []
     for i, (lr, steps, reps) in enumerate(zip(cfg.lrs, cfg.steps, cfg.repetitions)):
         frames.append(train_grid(cfg.architecture, P, lr=float(lr), steps=int(steps), scales=cfg.scales,
-                                 repetitions=int(reps), seed=int(cfg.seed + i), sharpness_tol=float(cfg.sharpness_tol),
+                                 repetitions=int(reps), seed=derive_seed(cfg.seed, "step_size", i), sharpness_tol=float(cfg.sharpness_tol),
                                  converged_tol=float(cfg.converged_tol)))
         if progress:
             progress(share * (i + 1) / len(cfg.lrs))

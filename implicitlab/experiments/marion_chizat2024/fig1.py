@@ -24,6 +24,7 @@ import torch
 from ...config import dtype_of
 from ...diagnostics.ensemble_curvature import MidpointSharpnessProbe
 from ...models import Ensemble
+from ...seeds import derive_seed
 from ...train import ProbeContext, every, gradient_descent
 from ..claims import Claim
 from ..experiment import Experiment
@@ -45,7 +46,7 @@ def run_trace(cfg: Fig1Config, device: torch.device) -> pd.DataFrame:
     P = cfg.problem(device)
     lrs = [lr for lr in cfg.trace_lrs for _ in range(cfg.trace_reps)]
     reps = [r for _ in cfg.trace_lrs for r in range(cfg.trace_reps)]
-    seeds = [cfg.seed * 1_000_003 + 104_729 + i for i in range(len(lrs))]
+    seeds = [derive_seed(cfg.seed, "trace_init", i) for i in range(len(lrs))]
     ens = Ensemble.create(cfg.architecture, [cfg.trace_scale] * len(lrs), seeds, dtype=dtype, device=device)
     probe = MidpointSharpnessProbe(tol=cfg.sharpness_tol, criterion="residual")
     res = gradient_descent(ens, "square", P.X, P.y, lr=torch.tensor(lrs, dtype=dtype, device=device),

@@ -19,6 +19,7 @@ from ...config import dtype_of, require, require_positive
 from ...data.synthetic import marion_chizat_regression
 from ...models import Architecture, Ensemble
 from ...references.deep_linear import deep_linear_sharpness_bound
+from ...seeds import derive_seed
 from ...train import gradient_descent
 from ..claims import Claim
 from ..experiment import Experiment
@@ -74,7 +75,7 @@ def run(cfg: Fig2Config, *, device: torch.device = torch.device("cpu"), progress
     for i, L in enumerate(cfg.depths):
         ref = deep_linear_sharpness_bound(data["X"], data["y"], L)
         lrs = [lr for lr in cfg.lrs for _ in range(cfg.repetitions)]
-        seeds = [cfg.seed * 1_000_003 + 7919 * j + 13 * L for j in range(len(lrs))]
+        seeds = [derive_seed(cfg.seed, "init", L, j) for j in range(len(lrs))]
         ens = Ensemble.create(Architecture("residual", d_in=cfg.d, depth=L), [cfg.scale] * len(lrs), seeds,
                               dtype=dtype, device=device)
         res = gradient_descent(ens, "square", X, y, lr=torch.tensor(lrs, dtype=dtype, device=device),

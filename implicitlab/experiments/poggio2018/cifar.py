@@ -39,6 +39,7 @@ from ...data import (
     resolve_data_root,
     standardize,
 )
+from ...seeds import derive_seed
 
 __all__ = [
     "CifarArrays",
@@ -128,7 +129,7 @@ def prepare(
     (None: the whole test split), ``random_label_fraction`` of the training labels redrawn.
 
     Seeds: the training subset uses ``seed`` (so subsets are nested in n), the test subset
-    ``seed + 1``, the random labels ``seed + 2``. Standardisation statistics come from the
+    ``derive_seed(seed, "test_subset")``, the random labels ``derive_seed(seed, "random_labels")``. Standardisation statistics come from the
     training subset and are applied to the test images.
 
     ``memory_format``: the images' layout in memory (None: :func:`preferred_memory_format`); the
@@ -138,11 +139,11 @@ def prepare(
         memory_format = preferred_memory_format(device)
     idx = balanced_subset(arrays.train_labels, n, seed=seed, num_classes=NUM_CLASSES)
     y_clean = arrays.train_labels[idx]
-    y = randomize_labels(y_clean, random_label_fraction, NUM_CLASSES, seed=seed + 2) if random_label_fraction else y_clean
+    y = randomize_labels(y_clean, random_label_fraction, NUM_CLASSES, seed=derive_seed(seed, "random_labels")) if random_label_fraction else y_clean
     if n_test is None:
         test_idx = np.arange(len(arrays.test_labels))
     else:
-        test_idx = balanced_subset(arrays.test_labels, n_test, seed=seed + 1, num_classes=NUM_CLASSES)
+        test_idx = balanced_subset(arrays.test_labels, n_test, seed=derive_seed(seed, "test_subset"), num_classes=NUM_CLASSES)
     train = standardize(arrays.train_images[idx], dtype=dtype, device=device)
     test = standardize(arrays.test_images[test_idx], train.mean, train.std, dtype=dtype, device=device)
     x, x_test = (t.contiguous(memory_format=memory_format) for t in (train.images, test.images))

@@ -36,6 +36,7 @@ import torch
 
 from ...config import dtype_of, require, require_positive
 from ...models.convnet import poggio_fig1_net, poggio_fig1_num_params
+from ...seeds import derive_seed
 from ...train.minibatch import evaluate, fit
 from ..claims import Claim
 from ..experiment import Experiment
@@ -102,10 +103,10 @@ def run(cfg: Fig1Config, *, device: torch.device = CPU, progress=None) -> pd.Dat
     for i, (kind, n) in enumerate(jobs):
         data = prepare(arrays, n, n_test=cfg.n_test, random_label_fraction=1.0 if kind == "random" else 0.0,
                        seed=cfg.seed, dtype=dtype, device=device)
-        model = build_model(factory, cfg.seed, init=cfg.init, dtype=dtype, device=device)
+        model = build_model(factory, derive_seed(cfg.seed, "init"), init=cfg.init, dtype=dtype, device=device)
         share = (lambda f, i=i: progress(cost[i] + f * (cost[i + 1] - cost[i]))) if progress else None
         fit(model, data.x, data.y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
-            seed=cfg.seed, progress=share)
+            seed=derive_seed(cfg.seed, "batches"), progress=share)
         train, test = evaluate(model, data.x, data.y), evaluate(model, data.x_test, data.y_test)
         rows.append({
             "labels": kind, "n": n, "train_error": train.error, "train_loss": train.loss,

@@ -11,8 +11,8 @@ robust than the loss".
 The width family is ``poggio_fig1_net(width)`` (``round(16·width)`` channels in each of the five
 layers; 754 parameters at width ¼, 9,898 at 1, 2.37M at 16), each trained as in Fig. 1 (SGD,
 batch 100, 70 epochs, cross-entropy, no augmentation or regularisation) on the same class-balanced
-training subset of n examples, ``repetitions`` times (init and batch order seeded ``seed``,
-``seed + 1``, …). The paper gives neither n nor the widths: ``full`` trains on all 50,000 images with
+training subset of n examples, ``repetitions`` times (repetition r: init from
+``derive_seed(seed, "init", r)``, batch order from ``derive_seed(seed, "batches", r)``). The paper gives neither n nor the widths: ``full`` trains on all 50,000 images with
 widths ¼ … 16 (754 to 2.37M parameters, so the family spans P < n to P ≈ 47·n). Step size, momentum
 and init as in ``poggio2018-fig1`` (see there).
 """
@@ -33,6 +33,7 @@ from ...models.convnet import (
     poggio_fig1_net,
     poggio_fig1_num_params,
 )
+from ...seeds import derive_seed
 from ...train.minibatch import evaluate, fit
 from ..claims import Claim
 from ..experiment import Experiment
@@ -55,7 +56,7 @@ CPU = torch.device("cpu")
 class Fig2Config:
     n: int = 50_000  # training examples (class-balanced subset; 50,000: the whole training split)
     widths: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # channels = round(16·width)
-    repetitions: int = 1  # trainings per width (init and batch-order seeds seed, seed + 1, …)
+    repetitions: int = 1  # trainings per width (repetition r: its own init and batch-order streams)
     epochs: int = 70  # as in Fig. 1
     batch_size: int = 100  # as in Fig. 1
     lr: float = 0.02  # SGD step on the mean batch cross-entropy (as poggio2018-fig1)
@@ -92,11 +93,11 @@ def run(cfg: Fig2Config, *, device: torch.device = CPU, progress=None) -> pd.Dat
     cost = cost / cost[-1]
     rows = []
     for i, (width, rep) in enumerate(jobs):
-        seed = cfg.seed + rep
+        seed = derive_seed(cfg.seed, "init", rep)
         model = build_model(functools.partial(poggio_fig1_net, width), seed, init=cfg.init, dtype=dtype, device=device)
         share = (lambda f, i=i: progress(cost[i] + f * (cost[i + 1] - cost[i]))) if progress else None
         fit(model, data.x, data.y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
-            seed=seed, progress=share)
+            seed=derive_seed(cfg.seed, "batches", rep), progress=share)
         train, test = evaluate(model, data.x, data.y), evaluate(model, data.x_test, data.y_test)
         rows.append({
             "width": width, "channels": poggio_fig1_channels(width)[0], "num_params": poggio_fig1_num_params(width),

@@ -62,6 +62,7 @@ import torch
 from ...config import require, require_positive
 from ...data.synthetic import POLYNOMIAL_BASES, chebyshev_nodes, polynomial_features, sine_target
 from ...models import Architecture, Ensemble
+from ...seeds import derive_seed
 from ...train import gradient_descent
 from ...train.perturb import PerturbationSchedule, gaussian_perturbations, perturbed_gd, perturbed_gd_moments
 from ...train.quadratic import QuadraticGD
@@ -178,11 +179,11 @@ def _setting(cfg: Fig4Config, name: str, basis: str, degree: int, num_steps: int
              seed_offset: int, progress=None) -> pd.DataFrame:
     gd, A_test, y_test = _problem(cfg, degree, basis)
     p = degree + 1
-    rng = np.random.default_rng(cfg.seed + seed_offset)
+    rng = np.random.default_rng(derive_seed(cfg.seed, "init", seed_offset))
     w0 = _init_std(cfg, degree) * rng.standard_normal((reps, p))
     schedule = PerturbationSchedule(cfg.perturb_every, cfg.perturb_until, cfg.perturb_std)
     pert_steps = schedule.steps(num_steps) if perturbed else np.zeros(0, dtype=np.int64)
-    seeds = [cfg.seed + seed_offset + 1000 + r for r in range(reps)]
+    seeds = [derive_seed(cfg.seed, "perturbation", seed_offset, r) for r in range(reps)]
     noise = gaussian_perturbations(schedule, num_steps, seeds, p) if perturbed else None
     steps = _probe_steps(cfg, num_steps, pert_steps)
     runs, _ = perturbed_gd(gd, w0, num_steps, steps, pert_steps, noise, _probe(gd, A_test, y_test),
@@ -211,7 +212,7 @@ def _explicit_check(cfg: Fig4Config, basis: str, device: torch.device) -> pd.Dat
     gd, _, _ = _problem(cfg, cfg.degree, basis)
     p = cfg.degree + 1
     R, k1 = 2, cfg.check_steps // 2
-    rng = np.random.default_rng(cfg.seed + 7)
+    rng = np.random.default_rng(derive_seed(cfg.seed, "explicit_check"))
     w0 = _init_std(cfg, cfg.degree) * rng.standard_normal((R, p))
     kick = cfg.perturb_std * rng.standard_normal((1, R, p))
     _, w_ff = perturbed_gd(gd, w0, cfg.check_steps, [], np.array([k1]), kick)

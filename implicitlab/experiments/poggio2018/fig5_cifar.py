@@ -44,6 +44,7 @@ from torch import nn
 
 from ...config import dtype_of, require, require_positive
 from ...models.convnet import num_params, poggio_fig5_net
+from ...seeds import derive_seed
 from ...train.minibatch import evaluate, full_batch_gradient, make_optimizer, run_epoch
 from ...train.perturb import perturb_parameters_
 from ..claims import Claim
@@ -102,7 +103,7 @@ PRESETS = {
 def run(cfg: Fig5Config, *, device: torch.device = CPU, progress=None) -> pd.DataFrame:
     dtype = dtype_of(cfg.dtype)
     data = prepare(load_arrays(cfg.data_dir), cfg.n, n_test=cfg.n_test, seed=cfg.seed, dtype=dtype, device=device)
-    model = build_model(poggio_fig5_net, cfg.seed, init=cfg.init, dtype=dtype, device=device)
+    model = build_model(poggio_fig5_net, derive_seed(cfg.seed, "init"), init=cfg.init, dtype=dtype, device=device)
     rows: list[dict] = []
 
     def record(branch: str, epoch: int, net: nn.Module, done: int, *, after: bool = False) -> None:
@@ -143,7 +144,7 @@ def run(cfg: Fig5Config, *, device: torch.device = CPU, progress=None) -> pd.Dat
     control = copy.deepcopy(model)
     for b, (branch, net) in enumerate((("perturbed", model), ("control", control))):
         optimizer = make_optimizer(net, cfg.lr)
-        generator = torch.Generator().manual_seed(cfg.seed + 1_000_003)
+        generator = torch.Generator().manual_seed(derive_seed(cfg.seed, "perturbation"))
         perturb_at = set(range(start, cfg.perturb_until + 1, cfg.perturb_every)) if branch == "perturbed" else set()
         done = 0
         for epoch in range(start, cfg.epochs + 1):

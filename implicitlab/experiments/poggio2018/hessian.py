@@ -34,6 +34,7 @@ from ...config import require, require_positive
 from ...diagnostics.spectrum import explicit_hessian, hessian_spectrum, spectrum_counts
 from ...losses import loss as loss_fn
 from ...models import Architecture, Ensemble
+from ...seeds import derive_seed
 from ...train import gradient_descent
 from ..claims import Claim
 from ..experiment import Experiment
@@ -120,7 +121,7 @@ def run(cfg: HessianConfig, *, device: torch.device = torch.device("cpu"), progr
     for i, d_out in enumerate((1, 2)):  # Thm 4: overparametrized ReLU MLPs at a zero of the square loss
         Y = torch.randn(cfg.n, d_out, generator=gen, dtype=torch.float64)
         arch = Architecture("mlp", d_in=cfg.d, depth=cfg.depth, width=cfg.width, d_out=d_out, activation="relu")
-        model, steps = _train_to_zero(arch, X, Y if d_out > 1 else Y[:, 0], cfg, cfg.seed + i)
+        model, steps = _train_to_zero(arch, X, Y if d_out > 1 else Y[:, 0], cfg, derive_seed(cfg.seed, "init_square", i))
         rows.append(_row(f"square ReLU MLP, d'={d_out}", "square", model, X, Y if d_out > 1 else Y[:, 0], cfg,
                          d_out, steps))
         if progress:
@@ -129,7 +130,7 @@ def run(cfg: HessianConfig, *, device: torch.device = torch.device("cpu"), progr
     # exponential loss on separable labels
     Xw = torch.randn(cfg.n, cfg.d_wide, generator=gen, dtype=torch.float64)
     yw = torch.sign(Xw @ torch.randn(cfg.d_wide, generator=gen, dtype=torch.float64))
-    lin1 = Ensemble.create(Architecture("deep_linear", d_in=cfg.d_wide, depth=1), [0.3], [cfg.seed + 10])
+    lin1 = Ensemble.create(Architecture("deep_linear", d_in=cfg.d_wide, depth=1), [0.3], [derive_seed(cfg.seed, "init_exp_linear")])
     gradient_descent(lin1, "exp", Xw, yw, lr=cfg.exp_lr, num_steps=cfg.exp_steps)
     rows.append(_row("exp one layer, linear", "exp", lin1.member(0), Xw, yw, cfg, 1, cfg.exp_steps))
     smooth = OneLayer(cfg.d_wide, gen)
@@ -148,7 +149,7 @@ def run(cfg: HessianConfig, *, device: torch.device = torch.device("cpu"), progr
         Architecture("mlp", d_in=cfg.d, depth=cfg.depth, width=cfg.width, activation="relu"),
     )):
         scale = 0.3 if arch.kind == "deep_linear" else 1.0  # deep-linear entries are N(0, s²), no fan-in
-        ens = Ensemble.create(arch, [scale], [cfg.seed + 20 + j])
+        ens = Ensemble.create(arch, [scale], [derive_seed(cfg.seed, "init_exp_deep", j)])
         gradient_descent(ens, "exp", X, y, lr=cfg.exp_lr, num_steps=cfg.exp_steps)
         name = "exp two-layer linear (Eq. 46)" if arch.kind == "deep_linear" else f"exp ReLU MLP, L={cfg.depth}"
         rows.append(_row(name, "exp", ens.member(0), X, y, cfg, 1, cfg.exp_steps))

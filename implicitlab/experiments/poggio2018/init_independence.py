@@ -58,6 +58,7 @@ from ...diagnostics import rank_one_ratio
 from ...losses import log_loss
 from ...models import Architecture, Ensemble
 from ...references import min_norm_solution, null_space_projector, svm_max_margin
+from ...seeds import derive_seed
 from ...train import log_spaced, gradient_descent
 from ..claims import Claim
 from ..experiment import Experiment
@@ -186,7 +187,7 @@ def run(cfg: InitIndependenceConfig, *, device: torch.device = torch.device("cpu
     w_hat = torch.tensor(svm.direction, dtype=dtype, device=device)
     P_null = null_space_projector(Xn)
     w_mn = min_norm_solution(Xn, yn).solution
-    seeds = [cfg.seed + 100 + r for r in range(cfg.inits)]
+    seeds = [derive_seed(cfg.seed, "init", r) for r in range(cfg.inits)]
 
     jobs = [(model, loss_name, method) for model in ("linear", "deep") for loss_name in cfg.losses
             for method in (("gd", "fast") if loss_name in EXP_TYPE else ("gd",))]

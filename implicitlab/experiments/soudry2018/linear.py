@@ -35,6 +35,7 @@ from ...config import dtype_of, require, require_positive
 from ...data import digits_binary, separable_through_origin
 from ...models import Architecture, Ensemble
 from ...references import min_norm_solution, null_space_projector, svm_max_margin
+from ...seeds import derive_seed
 from ...train import ProbeContext, log_spaced, loss_probe, gradient_descent
 from ..claims import Claim
 from ..experiment import Experiment
@@ -154,13 +155,13 @@ def run(cfg: SoudryConfig, *, device: torch.device = torch.device("cpu"), progre
 
 def _square_null_space(cfg: SoudryConfig, dtype, device) -> pd.DataFrame:
     """Two inits, square loss, n < d: final difference vs the inits' null-space component."""
-    rng = np.random.default_rng(cfg.seed + 1)
+    rng = np.random.default_rng(derive_seed(cfg.seed, "square_data"))
     Xn = rng.standard_normal((cfg.square_n, cfg.square_d))
     yn = np.sign(rng.standard_normal(cfg.square_n))
     X = torch.tensor(Xn, dtype=dtype, device=device)
     y = torch.tensor(yn, dtype=dtype, device=device)
     arch = Architecture("deep_linear", d_in=cfg.square_d, depth=1)
-    ens = Ensemble.create(arch, [1.0, 1.0], [cfg.seed + 11, cfg.seed + 12], dtype=dtype, device=device)
+    ens = Ensemble.create(arch, [1.0, 1.0], [derive_seed(cfg.seed, "square_init", r) for r in range(2)], dtype=dtype, device=device)
     w0 = ens.end_to_end()[:, 0, :].detach().cpu().numpy()
     lr = 0.5 / float(np.linalg.norm(Xn, 2) ** 2)  # sum of squares: Hessian 2XᵀX, stable below 1/σ²
     res = gradient_descent(ens, "square", X, y, lr=lr, num_steps=cfg.square_steps, reduction="sum",
