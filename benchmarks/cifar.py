@@ -3,7 +3,7 @@
 Setting of Poggio et al. 2018, Fig. 1 (issue #9): the 5-layer all-convolutional net (9,898
 parameters, :func:`~implicitlab.models.convnet.poggio_fig1_net`), He-normal init from one seed,
 SGD (lr 0.02, momentum 0.9, the ``poggio2018-fig1`` defaults) on the mean cross-entropy, batch 100,
-float32, on ``--n`` real CIFAR-10 training images (read with ``implicitlab.data.vision``, cached).
+float32, on ``--n`` real CIFAR-10 training images (read with ``implicitlab.data.load_cifar10``, cached).
 
 Loops, each timed over whole epochs from a fresh model (same seed, same optimizer settings):
 
