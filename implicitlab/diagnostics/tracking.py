@@ -23,6 +23,9 @@ eigenvalue with a small residual; estimating k = 2 guards against that at twice 
 
 from __future__ import annotations
 
+import time
+
+import pandas as pd
 from torch import Tensor, nn
 
 from ..seeds import derive_seed
@@ -44,8 +47,9 @@ class SharpnessTracker:
 
     Attributes:
         operator: the :class:`HessianOperator`; history: one :class:`EigenResult` per call;
-        warm: the :class:`~implicitlab.diagnostics.lanczos.WarmStart` (the last two eigenvector
-        blocks, signs aligned).
+        steps: the ``step`` given to each call (None where none was); wall_times: seconds each
+        call took; warm: the :class:`~implicitlab.diagnostics.lanczos.WarmStart` (the last two
+        eigenvector blocks, signs aligned). :meth:`history_frame` gives the history as a table.
 
     Example::
 
@@ -53,7 +57,8 @@ class SharpnessTracker:
         for step in range(steps):
             ...  # an optimizer step
             if step % 10 == 0:
-                res = tracker()   # res.values[0], res.residuals[0], res.num_matvecs
+                res = tracker(step)   # res.values[0], res.residuals[0], res.num_matvecs
+        tracker.history_frame()       # one row per call: step, value, residual, ...
     """
 
     def __init__(
@@ -85,13 +90,19 @@ class SharpnessTracker:
         self.max_matvecs, self.explicit_residuals, self.seed = max_matvecs, explicit_residuals, seed
         self.warm = WarmStart(extrapolate)
         self.history: list[EigenResult] = []
+        self.steps: list[int | None] = []
+        self.wall_times: list[float] = []
 
     def start_vector(self) -> Tensor | None:
         """The warm start of the next estimate: ``(D, k)`` or None before the first."""
         return self.warm.vector()
 
-    def __call__(self) -> EigenResult:
-        """Estimate at the model's current parameters, warm-started; appended to ``history``."""
+    def __call__(self, step: int | None = None) -> EigenResult:
+        """Estimate at the model's current parameters, warm-started; appended to ``history``.
+
+        ``step`` (optional): the training step, recorded in ``steps`` and :meth:`history_frame`.
+        """
+        start = time.perf_counter()
         res = lanczos_eigenpairs(
             self.operator, k=self.k, which=self.which, tol=self.tol, criterion=self.criterion,
             v0=self.start_vector(), max_matvecs=self.max_matvecs, explicit_residuals=self.explicit_residuals,
@@ -99,7 +110,44 @@ class SharpnessTracker:
         )
         self.warm.update(res.vectors)
         self.history.append(res)
+        self.steps.append(None if step is None else int(step))
+        self.wall_times.append(time.perf_counter() - start)
         return res
+
+    def history_frame(self) -> pd.DataFrame:
+        """The history as a table, one row per call, in call order.
+
+        Columns (stable; the loggers build on them), for k eigenvalues:
+
+        - ``call``: 0, 1, … (int64);
+        - ``step``: the ``step`` passed to the call (nullable ``Int64``; ``<NA>`` where none was);
+        - ``value``, ``residual``, ``error_bound``: the top eigenvalue λ₁ (``which``'s first), its
+          residual ‖Hv − λv‖ and error bound (float64);
+        - ``converged``: every eigenpair of the call passed the stopping test (bool);
+        - ``num_matvecs``: products the call used (int64);
+        - ``wall_time_s``: seconds the call took (float64);
+        - for k ≥ 2, then ``value_2``, ``residual_2``, ``error_bound_2``, … ``value_k``, … (λ_i in
+          ``which``'s order).
+
+        An empty history gives the same columns and no rows.
+        """
+        suffixes = [""] + [f"_{i + 1}" for i in range(1, self.k)]
+        columns: dict[str, list] = {"call": [], "step": [], "value": [], "residual": [], "error_bound": [],
+                                    "converged": [], "num_matvecs": [], "wall_time_s": []}
+        for s in suffixes[1:]:
+            columns.update({f"value{s}": [], f"residual{s}": [], f"error_bound{s}": []})
+        for i, (res, step, wall) in enumerate(zip(self.history, self.steps, self.wall_times)):
+            columns["call"].append(i)
+            columns["step"].append(pd.NA if step is None else step)
+            columns["converged"].append(res.all_converged)
+            columns["num_matvecs"].append(int(res.num_matvecs))
+            columns["wall_time_s"].append(float(wall))
+            for j, s in enumerate(suffixes):
+                columns[f"value{s}"].append(float(res.values[j]))
+                columns[f"residual{s}"].append(float(res.residuals[j]))
+                columns[f"error_bound{s}"].append(float(res.error_bounds[j]))
+        dtypes = {"call": "int64", "step": "Int64", "converged": "bool", "num_matvecs": "int64"}
+        return pd.DataFrame({n: pd.Series(v, dtype=dtypes.get(n, "float64")) for n, v in columns.items()})
 
     @property
     def num_matvecs(self) -> int:

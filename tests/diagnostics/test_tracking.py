@@ -77,3 +77,33 @@ def test_bad_arguments_fail_before_any_estimate():
         SharpnessTracker(model, "ce", X, y, k=200)
     with pytest.raises(ValueError, match="criterion"):
         SharpnessTracker(model, "ce", X, y, criterion="magic")
+
+
+def test_history_frame_one_row_per_call_with_stable_columns():
+    model, X, y = problem(2)
+    tracker = SharpnessTracker(model, "ce", X, y, k=2, tol=TOL)
+    empty = tracker.history_frame()
+    assert list(empty.columns) == [
+        "call", "step", "value", "residual", "error_bound", "converged", "num_matvecs", "wall_time_s",
+        "value_2", "residual_2", "error_bound_2",
+    ]
+    assert len(empty) == 0
+    opt = torch.optim.SGD(model.parameters(), lr=0.2)
+    for step in range(3):
+        tracker(step=10 * step if step != 1 else None)
+        opt.zero_grad()
+        F.cross_entropy(model(X), y).backward()
+        opt.step()
+    frame = tracker.history_frame()
+    assert list(frame.columns) == list(empty.columns) and len(frame) == 3
+    assert frame["call"].tolist() == [0, 1, 2]
+    assert frame["step"].iloc[0] == 0 and frame["step"].isna().iloc[1] and frame["step"].iloc[2] == 20
+    assert str(frame["step"].dtype) == "Int64" and frame["value"].dtype == "float64"
+    assert frame["converged"].dtype == bool and frame["num_matvecs"].dtype == "int64"
+    for i, res in enumerate(tracker.history):  # the table holds the results' numbers exactly
+        assert frame["value"][i] == float(res.values[0]) and frame["value_2"][i] == float(res.values[1])
+        assert frame["residual"][i] == float(res.residuals[0])
+        assert frame["error_bound_2"][i] == float(res.error_bounds[1])
+        assert frame["num_matvecs"][i] == res.num_matvecs and frame["converged"][i] == res.all_converged
+    assert (frame["wall_time_s"] > 0).all()
+    assert int(frame["num_matvecs"].sum()) == tracker.num_matvecs
