@@ -1,4 +1,4 @@
-"""The command line: ``implicitlab list | run | check | sweep | runs | export``."""
+"""The command line: ``implicitlab list | run | check | sweep | runs | export | measure``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -33,7 +34,7 @@ def _check_data_dir(data_dir: Path | None) -> str | None:
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -365,6 +366,67 @@ def check_command(
                           f"({', '.join(result.stale)}); `implicitlab check --fresh` reruns them", highlight=False)
     if fail_on_refuted and not result.all_hold:
         raise typer.Exit(code=1)
+
+
+def _measure_tables(result: dict) -> list[Table]:
+    """``implicitlab measure``'s result as one rich table per metric (name, value)."""
+    tables = []
+    for metric, fields in result.items():
+        table = Table(title=metric, header_style="bold", box=None, title_justify="left")
+        table.add_column("field")
+        table.add_column("value", justify="right")
+        for key, value in fields.items():
+            if isinstance(value, float):
+                shown = f"{value:.10g}"
+            elif isinstance(value, list):
+                shown = "[" + ", ".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in value) + "]"
+            else:
+                shown = str(value)
+            if key == "converged":
+                shown = "[green]yes[/]" if value else "[red]NO[/]"
+            table.add_row(key, shown)
+        tables.append(table)
+    return tables
+
+
+@app.command("measure")
+def measure_command(
+    model: Annotated[str, typer.Argument(help="module:callable or path/to/file.py:callable returning the nn.Module "
+                                         "(called with no arguments)")],
+    data: Annotated[Path, typer.Option(help="a .pt file holding a dict with X and y, or an .npz with X and y")],
+    loss: Annotated[str, typer.Option(help="square | exp | logistic | ce (mean over the data set)")],
+    checkpoint: Annotated[Path | None, typer.Option(help="a state_dict file (torch.save(model.state_dict(), "
+                                                    "path)); default: the model as built")] = None,
+    metrics: Annotated[str, typer.Option(help="comma-separated: sharpness, spectrum, trace, margin, norms")]
+    = "sharpness",
+    json_: Annotated[bool, typer.Option("--json", help="print one JSON object instead of tables")] = False,
+    k: Annotated[int, typer.Option(help="top Hessian eigenvalues for sharpness")] = 1,
+    tol: Annotated[float, typer.Option(help="relative residual at which Lanczos stops")] = 1e-6,
+    trace_matvecs: Annotated[int, typer.Option(help="Hutchinson probes for the trace")] = 100,
+    dtype: Annotated[str, typer.Option(help="float64 | float32: model and data are cast to it")] = "float64",
+    seed: Annotated[int, typer.Option(help="seed of the Lanczos start and the trace probes")] = 0,
+    threads: Annotated[int, typer.Option(help="torch CPU threads")] = 1,
+) -> None:
+    """Sharpness, spectrum, trace, margin or norms of your own model on your own data (eval mode)."""
+    import torch
+
+    from .measure import MeasureError, check_options, measure, prepare
+
+    if threads < 1:
+        _fail(f"--threads must be ≥ 1, got {threads}")
+    torch.set_num_threads(threads)
+    # Everything is loaded and checked before any Hessian product.
+    try:
+        problem = prepare(model, checkpoint, data, loss, metrics=metrics, dtype=dtype)
+        check_options(problem, k=k, tol=tol, trace_matvecs=trace_matvecs, slq_probes=10, slq_steps=30)
+    except MeasureError as exc:
+        _fail(str(exc))
+    result = measure(problem, k=k, tol=tol, trace_matvecs=trace_matvecs, seed=seed)
+    if json_:
+        typer.echo(json.dumps(result, allow_nan=True))
+        return
+    for table in _measure_tables(result):
+        console.print(table)
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -26,13 +26,15 @@ LAYERS: dict[str, int] = {
     "data": 4,
     "diagnostics": 4,
     "train": 5,
-    "experiments": 6,
-    "sweep": 7,
-    "runner": 8,
-    "report": 8,
-    "check": 9,
-    "cli": 10,
-    "__init__": 10,  # the package root re-exports the public API
+    "measure": 5,  # `implicitlab measure`: a user's model from files, through the diagnostics
+    "integrations": 6,  # loggers and callbacks for a user's own training loop (CSV, TensorBoard, Lightning)
+    "experiments": 7,
+    "sweep": 8,
+    "runner": 9,
+    "report": 9,
+    "check": 10,
+    "cli": 11,
+    "__init__": 11,  # the package root re-exports the public API
 }
 
 
