@@ -90,7 +90,11 @@ def _validated(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     check_finite(y, "y")
     bad = ~np.isin(y, (-1.0, 1.0))
     if bad.any():
-        raise ValueError(f"labels y must be -1 or +1; got {np.unique(y[bad])[:5].tolist()}")
+        found = np.unique(y)
+        shown = ", ".join(f"{v:g}" for v in found[:6]) + (", …" if found.size > 6 else "")
+        how = ("use y = 2*y - 1" if np.isin(y, (0.0, 1.0)).all() else
+               "map the two classes to -1 and +1")  # as implicitlab.losses.check_targets says it
+        raise ValueError(f"labels must be -1/+1 for the SVM, got {{{shown}}}: {how}")
     # A single class is allowed: without a bias, one class can still lie strictly on one side.
     zero_rows = np.flatnonzero(~X.any(axis=1))
     if zero_rows.size:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..losses import LOSSES, SquareLossStats, log_loss
+from ..losses import LOSSES, SquareLossStats, check_targets, log_loss
 from ..losses import loss as loss_value
 from ..models import Ensemble
 from ..seeds import derive_seed
@@ -58,8 +58,9 @@ def _check_inputs(model, X, y, loss_name, lr, num_steps, reduction, batch_size) 
         raise ValueError(f"X must be (n, {model.arch.d_in}), got {tuple(X.shape)}")
     if X.shape[0] == 0:
         raise ValueError("the training set is empty")
-    if y.shape[0] != X.shape[0]:
-        raise ValueError(f"y has {y.shape[0]} rows for {X.shape[0]} examples")
+    if y.ndim == 0 or y.shape[0] != X.shape[0]:
+        raise ValueError(f"y has {y.shape[0] if y.ndim else 0} rows for {X.shape[0]} examples")
+    check_targets(loss_name, y, (X.shape[0], model.arch.d_out))  # once here, not per step
     if num_steps < 0:
         raise ValueError(f"num_steps must be ≥ 0, got {num_steps}")
     R = model.num_runs
@@ -99,7 +100,9 @@ def gradient_descent(
         model: the ensemble (R runs); its parameters are updated in place.
         loss: ``"square" | "exp" | "logistic" | "ce"`` (see :mod:`implicitlab.losses`).
         X: ``(n, d_in)`` training inputs, on the model's device and dtype.
-        y: ``(n,)`` or ``(n, d_out)`` targets (±1 labels, class indices or real values).
+        y: ``(n,)`` or ``(n, d_out)`` targets: labels in {−1, +1} for ``"exp"``/``"logistic"`` with
+            one output (labels in {0, 1} are refused: use ``2*y - 1``), integer class indices ``(n,)``
+            for ``"ce"``, real values for ``"square"`` (checked by :func:`implicitlab.losses.check_targets`).
         lr: one step size for all runs or one per run ``(R,)``.
         num_steps: number of updates.
         reduction: ``"mean"`` (default) or ``"sum"`` over examples.

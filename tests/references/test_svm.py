@@ -217,7 +217,7 @@ XOR_Y = np.array([1.0, 1.0, -1.0, -1.0])
         (XOR_X, XOR_Y, "not linearly separable"),
         (np.array([[1.0, 0.0], [-1.0, 0.0]]), np.ones(2), "not linearly separable"),
         (np.array([[1.0, 0.0], [0.0, 0.0]]), np.ones(2), "row 1 of X is zero"),
-        (XOR_X, np.array([1.0, 1.0, 0.0, 0.0]), "labels y must be -1 or \\+1"),
+        (XOR_X, np.array([1.0, 1.0, 0.0, 0.0]), r"labels must be -1/\+1 for the SVM, got \{0, 1\}: use y = 2\*y - 1"),
         (np.array([[1.0, np.nan]]), np.ones(1), "X contains NaN or inf"),
         (np.array([[1.0, 2.0]]), np.array([np.inf]), "y contains NaN or inf"),
         (XOR_X, XOR_Y[:3], "y has 3 entries but X has 4 rows"),
