@@ -19,6 +19,7 @@ from .hessian import HessianOperator
 from .lanczos import (
     EigenResult,
     basis_dtype,
+    check_curvature_dtype,
     check_eigen_options,
     lanczos_eigenpairs,
     operator_dim,
@@ -110,10 +111,17 @@ def sharpness(
     ``max_matvecs``, ``criterion``, ``explicit_residuals``, ``seed`` as there). To follow a model
     along training use :class:`~implicitlab.diagnostics.tracking.SharpnessTracker`.
 
+    A bfloat16 or float16 model is refused before any product (ValueError naming the dtype:
+    :func:`~implicitlab.diagnostics.lanczos.check_curvature_dtype`); pass a float32 or float64 copy.
+    A float32 model's residuals and error bounds include the products' rounding floor
+    2·ε₃₂·‖H‖ (:mod:`~implicitlab.diagnostics.lanczos`, "Precision"), so they bound the distance to
+    an eigenvalue of the exact Hessian, not only of the computed one.
+
     Example::
 
         res = sharpness(model, "ce", X, y)           # res.values[0] ± res.residuals[0]
     """
+    check_curvature_dtype(model)
     H = HessianOperator(
         model, loss, X, y, chunk_size=chunk_size, reduction=reduction,
         check_determinism=check_determinism, reuse=reuse, seed=seed,
