@@ -4,7 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --disable-pip-version-check -c constraints.txt
 STAMP  := $(VENV)/.installed
-# make test also installs the optional extras its tests exercise: Ray (sweep backend), pyarrow (Parquet export)
+# make test also installs the optional extras its tests exercise: Ray (sweep backend), pyarrow (Parquet export),
+# TensorBoard and Lightning (implicitlab.integrations)
 TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: run test install bench clean
@@ -17,7 +18,7 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 	touch $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
-	$(PIP) -e ".[dev,ray,parquet]"
+	$(PIP) -e ".[dev,ray,parquet,tensorboard,lightning]"
 	touch $(TEST_STAMP)
 
 install: $(STAMP)
