@@ -4,7 +4,10 @@ A Hessian is one fixed matrix only if the loss is one fixed function of θ. A mo
 breaks that silently: dropout draws a new mask at every call, and batch norm normalises with the
 statistics of each chunk and updates its running statistics (buffers) as a side effect. Lanczos on
 such an "operator" returns numbers, but not eigenvalues of anything (curvlinops runs the same
-check before trusting an operator).
+check before trusting an operator). The operator's objective declares its mode (eval by default:
+:mod:`~implicitlab.diagnostics.objective`), so dropout and batch norm only reach the probe with
+``mode="model"``; it still catches anything else that is random or stateful (a custom module
+drawing random numbers, a forward that writes its buffers, a loader yielding other data).
 
 :func:`check_determinism` applies a product twice to one random vector: the two results must
 agree to ``rtol`` (default √ε of the dtype) and the model's buffers must be unchanged (they are
@@ -45,10 +48,20 @@ def restore_buffers(model: nn.Module, saved: dict[str, Tensor]) -> list[str]:
     return changed
 
 
-def _suspects_message(model: nn.Module) -> str:
+def _suspects_message(model: nn.Module, mode: str | None) -> str:
+    if mode not in (None, "model"):  # the objective sets the modes itself: not dropout or batch norm
+        return (
+            f" The objective is measured in mode {mode!r} (dropout off, batch norm deterministic), so the "
+            "cause is elsewhere: a module that draws random numbers or writes its buffers in forward, "
+            "or data that differ between passes."
+        )
     found = [f"{n or t} ({t})" for n, t in suspects_in_train_mode(model)]
-    mode = "train" if model.training else "eval"
-    return f" The model is in {mode} mode; dropout/batch-norm modules in train mode: {found or 'none'}."
+    state = "train" if model.training else "eval"
+    return (
+        f" The model is in {state} mode; dropout/batch-norm modules in train mode: {found or 'none'}. "
+        "Call model.eval() first, or measure a declared objective (mode='eval', the default, or "
+        "mode='train_batchnorm')."
+    )
 
 
 def check_determinism(
@@ -60,6 +73,7 @@ def check_determinism(
     device: torch.device,
     rtol: float | None = None,
     seed: int = 0,
+    mode: str | None = None,
 ) -> None:
     """Raise unless two products ``matvec(v)`` with one random v ``(dim,)`` agree and leave the buffers be.
 
@@ -69,6 +83,8 @@ def check_determinism(
         dim, dtype, device: of v (those of the operator).
         rtol: relative tolerance ‖Hv − Hv'‖ ≤ rtol ‖Hv‖ (default √ε of ``dtype``: 1.5e-8 in float64).
         seed: seed of v (a generator of its own; the global RNG is not touched).
+        mode: the objective's declared mode (:mod:`~implicitlab.diagnostics.objective`), for the
+            message; None or ``"model"``: the model's own mode.
 
     Raises:
         NondeterministicHessianError: the buffers changed, or the two products differ.
@@ -84,13 +100,12 @@ def check_determinism(
         second = matvec(v)
     finally:
         changed = restore_buffers(model, buffers)
-    suspects = _suspects_message(model)
+    suspects = _suspects_message(model, mode)
     if changed:
         raise NondeterministicHessianError(
             f"computing Hessian-vector products changed the model's buffers {changed}: batch-norm "
             "layers in train mode update their running statistics and normalise with chunk "
-            f"statistics, so the Hessian is not one fixed matrix.{suspects} Call model.eval() "
-            "first (the buffers have been restored)."
+            f"statistics, so the Hessian is not one fixed matrix.{suspects} (The buffers have been restored.)"
         )
     if not torch.isfinite(first).all():
         raise ValueError("the Hessian-vector product is not finite (overflow in the loss or the model?)")
@@ -101,5 +116,5 @@ def check_determinism(
             "determinism probe failed: two Hessian-vector products with the same vector differ "
             f"(relative difference {diff / max(scale, 1e-300):.2e} > {rtol:.1e}). The model is not one "
             "fixed function of its parameters: in train mode, dropout draws a new mask at each "
-            f"call and batch norm uses batch statistics.{suspects} Call model.eval() first."
+            f"call and batch norm uses batch statistics.{suspects}"
         )

@@ -96,17 +96,24 @@ def sharpness(
     chunk_size: int | None = None,
     max_matvecs: int | None = None,
     criterion: str = "residual",
-    reduction: str = "mean",
+    reduction: str | None = None,
     explicit_residuals: bool = False,
     check_determinism: bool = True,
     reuse: str = "graph",
     seed: int = 0,
+    params=None,
+    penalty=None,
+    mode: str = "eval",
+    batch=None,
 ) -> EigenResult:
     """Sharpness: the top-k Hessian eigenvalues of a model's data-set loss, with residuals.
 
     Builds a :class:`~implicitlab.diagnostics.hessian.HessianOperator` (``loss`` a name or a
-    callable of ``(outputs, targets)``; ``X``, ``y``, ``chunk_size``, ``reduction``, ``reuse`` as
-    there; its determinism probe costs two products, not counted in ``num_matvecs``) and runs
+    callable of ``(outputs, targets)`` only; ``X``, ``y``, ``chunk_size``, ``reduction``, ``reuse``,
+    ``params`` (a parameter filter: names or a predicate ``(name, tensor) -> bool``), ``penalty``
+    (``P(param_dict)``, added once), ``mode`` (``"eval"`` by default, whatever mode the model is
+    in; ``"train_batchnorm"``; ``"model"``) and ``batch`` (a loader's batch adapter) as there; its
+    determinism probe costs two products, not counted in ``num_matvecs``) and runs
     :func:`~implicitlab.diagnostics.lanczos.lanczos_eigenpairs` (``k``, ``which``, ``tol``, ``v0``,
     ``max_matvecs``, ``criterion``, ``explicit_residuals``, ``seed`` as there). To follow a model
     along training use :class:`~implicitlab.diagnostics.tracking.SharpnessTracker`.
@@ -120,11 +127,13 @@ def sharpness(
     Example::
 
         res = sharpness(model, "ce", X, y)           # res.values[0] ± res.residuals[0]
+        res = sharpness(model, "ce", X, y, penalty=lambda p: wd * sum((w**2).sum() for w in p.values()))
     """
     check_curvature_dtype(model)
     H = HessianOperator(
         model, loss, X, y, chunk_size=chunk_size, reduction=reduction,
         check_determinism=check_determinism, reuse=reuse, seed=seed,
+        params=params, penalty=penalty, mode=mode, batch=batch,
     )
     check_eigen_options(H, k=k, which=which, tol=tol, criterion=criterion, max_matvecs=max_matvecs)
     return lanczos_eigenpairs(

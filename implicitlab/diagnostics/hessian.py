@@ -1,20 +1,23 @@
 """The Hessian of a data-set loss as a matrix-free operator: ``H @ v`` for any ``nn.Module``.
 
-For a model f(θ; x) with trainable parameters θ ∈ R^D (flattened in ``named_parameters`` order),
-data {(x_n, y_n)}_{n=1..N} and a loss, :class:`HessianOperator` represents
+For a model f(θ; x) with parameters θ ∈ R^D (the trainable ones, or those ``params`` selects;
+flattened in ``named_parameters`` order), data {(x_n, y_n)}_{n=1..N}, a loss and an optional
+penalty P, :class:`HessianOperator` represents
 
-    H = ∇²_θ R(θ),   R(θ) = (1/N) Σ_n ℓ(f(θ; x_n), y_n)        (``reduction="mean"``, the default)
+    H = ∇²_θ R(θ),   R(θ) = (1/N) Σ_n ℓ(f(θ; x_n), y_n) + P(θ)        (``reduction="mean"``)
 
-and multiplies it with vectors without forming it. R, the conventions of the named losses
-(``"square"`` has no ½), ``reduction="sum"`` and the chunking of the data are those of
-:class:`~implicitlab.diagnostics.objective.DatasetObjective`.
+and multiplies it with vectors without forming it. R — the conventions of the named losses
+(``"square"`` has no ½), loss callables (a sum or a mean over the batch, detected),
+``reduction="sum"``, the penalty, the parameter filter, the declared ``mode`` (eval by default,
+whatever mode the model is in; its mode and buffers are left as found) and the chunking of the
+data — is :class:`~implicitlab.diagnostics.objective.DatasetObjective`.
 
 How a product is computed (Pearlmutter 1994; the forward-over-reverse order is the one
 ``torch.func`` recommends for Hessians): for chunk c with n_c examples and batch-mean loss R_c,
 
     H v = Σ_c (n_c / N) · ∇²R_c v,    ∇²R_c v = d/dt ∇R_c(θ + t v) |_{t=0}    (jvp of grad)
 
-so memory is that of one chunk whatever N. ``backend="autograd"`` computes ∇²R_c v as the gradient
+so memory is that of one chunk whatever N; the penalty's ∇²P v is added once. ``backend="autograd"`` computes ∇²R_c v as the gradient
 of ⟨∇R_c, v⟩ (double backward) instead; ``"auto"`` uses ``torch.func`` and falls back to double
 backward for models that ``torch.func`` cannot transform.
 
@@ -24,8 +27,9 @@ change — :mod:`implicitlab.diagnostics.kept_state`. The operator reads the mod
 parameters at each product, so one operator follows a model while it trains (a sharpness probe is
 built once and warm-started from step to step).
 
-Checks at construction (no silent wrong answer): one dtype and device for the parameters, and
-consistent, non-empty data (:mod:`~implicitlab.diagnostics.objective`); the determinism probe —
+Checks at construction (no silent wrong answer): one dtype and device for the parameters;
+consistent, finite, non-empty, re-iterable data and a decomposable loss
+(:mod:`~implicitlab.diagnostics.objective`); the determinism probe —
 two products with one random vector must agree and leave the buffers unchanged
 (:mod:`~implicitlab.diagnostics.determinism`; it never reuses anything); non-finite products are
 errors.
@@ -43,7 +47,7 @@ from torch.func import grad, jvp
 from . import determinism
 from .forward_ad import load_jvp_decompositions
 from .kept_state import DEFAULT_GRAPH_MEMORY, REUSE_MODES, KeptState
-from .objective import DatasetObjective, LossSpec
+from .objective import DatasetObjective, LossSpec, ParamFilter, Penalty
 
 BACKENDS = ("auto", "func", "autograd")
 
@@ -56,13 +60,21 @@ class HessianOperator:
             ``named_parameters()`` order (frozen ones are constants).
         loss: ``"square"``, ``"exp"``, ``"logistic"``, ``"ce"`` (see
             :mod:`~implicitlab.diagnostics.objective`) or a callable ``loss(outputs, targets) -> scalar``
-            returning the batch mean.
-        X: inputs ``(N, ...)``, or an iterable of ``(X_b, y_b)`` batches (a ``DataLoader``; it is
-            iterated once per product, so it must yield the same examples each time).
+            of the outputs and targets only, summing or averaging over the batch (detected).
+        X: inputs ``(N, ...)``, or a re-iterable of ``(X_b, y_b)`` batches (a ``DataLoader``
+            without shuffling or dropped batches, a list; iterated once per product).
         y: targets ``(N, ...)`` when ``X`` is a tensor; ``None`` for a loader.
         chunk_size: at most this many examples per forward pass (default 256); loader batches
             larger than this are split. Changes memory and speed, not the result.
-        reduction: ``"mean"`` (default) or ``"sum"`` over the N examples.
+        reduction: ``"mean"`` or ``"sum"`` over the N examples; None (default): ``"mean"`` for a
+            named loss, the callable's own reduction for a callable.
+        params: the variables — a list of parameter names or a predicate ``(name, tensor) -> bool``;
+            the others are held fixed and H is the block of the selected ones (default: all
+            trainable parameters).
+        penalty: ``P(param_dict) -> scalar`` (every parameter by name), added once to R.
+        mode: the objective: ``"eval"`` (default), ``"train_batchnorm"`` (full-batch batch-norm
+            statistics, dropout off) or ``"model"`` (the model's own mode at each product).
+        batch: adapter ``batch -> (X_b, y_b)`` for a loader yielding other batches (dicts).
         backend: ``"auto"`` (``torch.func``, double backward if that fails), ``"func"`` or
             ``"autograd"``.
         check_determinism: run the determinism probe (two products) at construction.
@@ -89,7 +101,11 @@ class HessianOperator:
         y: Tensor | None = None,
         *,
         chunk_size: int | None = None,
-        reduction: str = "mean",
+        reduction: str | None = None,
+        params: ParamFilter = None,
+        penalty: Penalty | None = None,
+        mode: str = "eval",
+        batch=None,
         backend: str = "auto",
         check_determinism: bool = True,
         probe_rtol: float | None = None,
@@ -101,10 +117,15 @@ class HessianOperator:
             raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
         if reuse not in REUSE_MODES:
             raise ValueError(f"unknown reuse {reuse!r}; choose one of {list(REUSE_MODES)}")
-        self.objective = objective = DatasetObjective(model, loss, X, y, chunk_size=chunk_size, reduction=reduction)
+        self.objective = objective = DatasetObjective(
+            model, loss, X, y, chunk_size=chunk_size, reduction=reduction, params=params, penalty=penalty,
+            mode=mode, batch=batch,
+        )
         self.model = model
         self.loss_fn = objective.loss_fn
-        self.reduction = reduction
+        self.reduction = objective.reduction
+        self.mode = mode
+        self.names = objective.names
         self.chunk_size = objective.chunk_size
         self.backend = backend
         self.dtype: torch.dtype = objective.dtype
@@ -119,7 +140,7 @@ class HessianOperator:
         if check_determinism:
             determinism.check_determinism(
                 lambda v: self._matvec(v, reuse=False), model, self.dim,
-                dtype=self.dtype, device=self.device, rtol=probe_rtol, seed=seed,
+                dtype=self.dtype, device=self.device, rtol=probe_rtol, seed=seed, mode=mode,
             )
 
     @property
@@ -189,8 +210,30 @@ class HessianOperator:
         rows = [self._chunk_hvp(params, {n: t[i] for n, t in tangents.items()}, Xc, yc) for i in range(m)]
         return {n: torch.stack([r[n] for r in rows]) for n in self.objective.names}
 
-    def _products(self, V: Tensor, reuse: bool = True) -> Tensor:
-        """H vᵢ for the rows vᵢ of ``V`` ``(m, D)`` (operator device and dtype) → ``(m, D)``."""
+    def _penalty_products(self, tangents: dict[str, Tensor], m: int) -> Tensor:
+        """∇²P vᵢ for the m tangents (leading dimension m) → ``(m, D)``: vmapped jvp of grad, or
+        double backward one at a time for a penalty ``torch.func`` cannot transform."""
+        params, names, P = self.objective.params(), self.objective.names, self.objective.penalty_value
+        hvp = lambda t: jvp(grad(P), (params,), (t,))[1]
+        try:
+            load_jvp_decompositions()
+            out = torch.func.vmap(hvp)(tangents)
+        except (RuntimeError, NotImplementedError):
+            rows = []
+            for i in range(m):
+                leaves = {n: p.clone().requires_grad_(True) for n, p in params.items()}
+                with torch.enable_grad():
+                    g = torch.autograd.grad(P(leaves), list(leaves.values()), create_graph=True, allow_unused=True)
+                    dot = sum((gi * tangents[n][i]).sum() for n, gi in zip(names, g) if gi is not None and gi.requires_grad)
+                    hv = (torch.autograd.grad(dot, list(leaves.values()), allow_unused=True)
+                          if isinstance(dot, Tensor) else [None] * len(names))
+                rows.append({n: torch.zeros_like(params[n]) if h is None else h for n, h in zip(names, hv)})
+            out = {n: torch.stack([r[n] for r in rows]) for n in names}
+        return torch.cat([out[n].reshape(m, -1) for n in names], dim=1)
+
+    def _products(self, V: Tensor, reuse: bool = True, penalty: bool = True) -> Tensor:
+        """H vᵢ for the rows vᵢ of ``V`` ``(m, D)`` (operator device and dtype) → ``(m, D)``
+        (without ∇²P for ``penalty=False``)."""
         m = V.shape[0]
         names = self.objective.names
         tangents = self.objective.tangents(V)
@@ -212,7 +255,10 @@ class HessianOperator:
             raise ValueError("the data set is empty (the loader yielded no examples)")
         self.num_examples = count
         self.num_matvecs += m
-        return total if self.reduction == "sum" else total / count
+        total = total if self.reduction == "sum" else total / count
+        if penalty and self.objective.penalty is not None:
+            total = total + self._penalty_products(tangents, m)
+        return total
 
     def _matvec(self, v: Tensor, reuse: bool = True) -> Tensor:
         return self._products(v.unsqueeze(0), reuse)[0]
@@ -220,7 +266,7 @@ class HessianOperator:
     def _reference_product(self, v: Tensor) -> Tensor:
         """Σ_c n_c ∇²R_c v for v ``(1, D)``, recomputed and not counted: what the kept state's
         linearized program is checked against."""
-        out = self._products(v, reuse=False) * (1.0 if self.reduction == "sum" else self.num_examples)
+        out = self._products(v, reuse=False, penalty=False) * (1.0 if self.reduction == "sum" else self.num_examples)
         self.num_matvecs -= 1  # the check is not the caller's product
         return out
 
@@ -260,7 +306,7 @@ class HessianOperator:
     def __repr__(self) -> str:
         return (
             f"HessianOperator(dim={self.dim}, dtype={self.dtype}, device={self.device}, "
-            f"backend={self.backend!r}, reuse={self.reuse_status!r}, chunk_size={self.chunk_size}, "
+            f"backend={self.backend!r}, reuse={self.reuse_status!r}, mode={self.mode!r}, chunk_size={self.chunk_size}, "
             f"num_examples={self.num_examples}, num_matvecs={self.num_matvecs})"
         )
 

@@ -24,8 +24,9 @@ boundary values, counted as they are built); past it ``"linearized"`` falls back
 (about 2.5× less memory on the benchmark CNN: 186 MB against 456 MB for 1,000 float64 images) and
 ``"graph"`` to recomputing every product (status ``"none: <reason>"``).
 
-**Staleness.** The kept state is rebuilt whenever the model's parameters, buffers or train/eval
-mode differ from those it was built at (compared by value, so ``p.data`` edits are seen too).
+**Staleness.** The kept state is rebuilt whenever the model's parameters or buffers differ from
+those it was built at (compared by value, so ``p.data`` edits are seen too), or, for the objective's
+``mode="model"``, the model's train/eval mode (the other modes do not read it).
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ class KeptState:
         status: ``reuse``'s value in force, or ``"none: <reason>"`` / ``"graph: <reason>"`` after a
             fallback (for good); nbytes: bytes kept now (0 when nothing is); chunks: the kept
             :class:`ChunkGraph` / :class:`LinearizedChunk` list, or None; programs: the traced
-            linearized programs, keyed by chunk shape, dtype and train/eval mode.
+            linearized programs, keyed by chunk shape, dtype and the objective's mode.
     """
 
     def __init__(
@@ -156,7 +157,7 @@ class KeptState:
         self.programs: dict[tuple, TangentProgram] = {}
         self._verified = False
         self._state: list[Tensor] | None = None
-        self._training: bool | None = None
+        self._mode: tuple | None = None
 
     def release(self) -> None:
         """Drop the kept state (graphs or boundary values, and their memory); the next product
@@ -164,7 +165,7 @@ class KeptState:
         self.chunks, self._state, self.nbytes = None, None, 0
 
     def _unchanged(self) -> bool:
-        if self._state is None or self._training != self.objective.model.training:
+        if self._state is None or self._mode != self.objective.mode_key():
             return False
         now = self.objective.state()
         return len(now) == len(self._state) and all(
@@ -201,7 +202,7 @@ class KeptState:
         self.chunks = chunks
         self.nbytes = sum(c.saved_bytes for c in chunks)
         self._state = [t.clone() for t in self.objective.state()]
-        self._training = self.objective.model.training
+        self._mode = self.objective.mode_key()
         return chunks
 
     def _over_budget(self, used: int, chunks: int) -> bool:
@@ -237,7 +238,7 @@ class KeptState:
         used = 0
         for Xc, yc in obj.chunks():
             # the trace freezes Python-level choices: the shapes and the train/eval mode
-            key = (tuple(Xc.shape), Xc.dtype, tuple(yc.shape), yc.dtype, obj.model.training)
+            key = (tuple(Xc.shape), Xc.dtype, tuple(yc.shape), yc.dtype, obj.mode_key())
             if key not in self.programs:
                 tangents = {n: torch.zeros_like(p) for n, p in params.items()}
                 self.programs[key] = TangentProgram(

@@ -29,21 +29,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from .lanczos import Lanczos, operator_dim
 from .determinism import NondeterministicHessianError, suspects_in_train_mode
 from .forward_ad import load_jvp_decompositions
 from .hessian import HessianOperator
-from .objective import (
-    DEFAULT_CHUNK_SIZE,
-    LossSpec,
-    check_data,
-    check_reduction,
-    iterate_chunks,
-    resolve_loss,
-    trainable_parameters,
-)
+from .objective import DatasetObjective, LossSpec, ParamFilter, Penalty
 
 
 # ------------------------------------------------------------------------ explicit Hessian ---
@@ -54,54 +45,58 @@ def explicit_hessian(
     y=None,
     *,
     chunk_size: int | None = None,
-    reduction: str = "mean",
+    reduction: str | None = None,
     dtype: torch.dtype = torch.float64,
+    params: ParamFilter = None,
+    penalty: Penalty | None = None,
+    mode: str = "eval",
+    batch=None,
 ) -> Tensor:
-    """The D × D Hessian of the data-set loss (conventions of :class:`HessianOperator`).
+    """The D × D Hessian of the data-set objective (that of :class:`HessianOperator`).
 
     Parameters, floating buffers and floating data are cast to ``dtype`` (float64 by default);
-    the model itself is not modified. Rows/columns follow ``named_parameters()`` order over the
-    parameters with ``requires_grad``. Memory: D² numbers plus ``torch.func.hessian``'s
-    workspace for one chunk — for small models only. Raises ``NondeterministicHessianError`` for
-    a model with dropout or batch norm in train mode.
+    the model itself is not modified (nor its mode or buffers). Rows/columns follow
+    ``named_parameters()`` order over the variables (the parameters with ``requires_grad``, or
+    those ``params`` selects). ``loss``, ``reduction``, ``params``, ``penalty`` (added once),
+    ``mode`` (``"eval"`` by default, whatever mode the model is in) and ``batch`` as for
+    :class:`HessianOperator`; the same checks run first (finite data, a decomposable loss
+    callable). Memory: D² numbers plus ``torch.func.hessian``'s workspace for one chunk — for
+    small models only. Raises ``NondeterministicHessianError`` for ``mode="model"`` with dropout or
+    batch norm in train mode.
     """
-    training = [n or kind for n, kind in suspects_in_train_mode(model)]
-    if training:
-        raise NondeterministicHessianError(
-            f"dropout/batch-norm modules in train mode {training}: the Hessian is not one fixed matrix "
-            "(random masks, batch statistics). Call model.eval() first."
-        )
-    check_reduction(reduction)
-    loss_fn = resolve_loss(loss)
-    names, params = trainable_parameters(model)
-    device = params[0].device
-    shapes = [p.shape for p in params]
-    numels = [p.numel() for p in params]
-    flat = torch.cat([p.detach().reshape(-1) for p in params]).to(dtype)
-    constants = {
-        n: (t.detach().to(dtype) if t.is_floating_point() else t)
-        for n, t in list(model.named_parameters()) + list(model.named_buffers())
-        if n not in names
-    }
+    if mode == "model":
+        training = [n or kind for n, kind in suspects_in_train_mode(model)]
+        if training:
+            raise NondeterministicHessianError(
+                f"dropout/batch-norm modules in train mode {training}: the Hessian is not one fixed matrix "
+                "(random masks, batch statistics). Call model.eval() first, or measure a declared "
+                "objective (mode='eval', the default, or mode='train_batchnorm')."
+            )
+    obj = DatasetObjective(model, loss, X, y, chunk_size=chunk_size, reduction=reduction, params=params,
+                           penalty=penalty, mode=mode, batch=batch)
+    names, shapes, numels = obj.names, obj.shapes, obj.numels
+    cast = lambda t: t.detach().to(dtype) if t.is_floating_point() else t.detach()
+    constants = {n: cast(t) for n, t in obj.constants().items()}
+    flat = torch.cat([cast(p).reshape(-1) for p in obj.params().values()])
 
-    data, _ = check_data(X, y)
-    size = DEFAULT_CHUNK_SIZE if chunk_size is None else int(chunk_size)
-    total = torch.zeros(flat.numel(), flat.numel(), dtype=dtype, device=device)
+    def variables(theta: Tensor) -> dict[str, Tensor]:
+        return {n: p.view(s) for n, p, s in zip(names, torch.split(theta, numels), shapes)}
+
+    total = torch.zeros(flat.numel(), flat.numel(), dtype=dtype, device=obj.device)
     count = 0
     load_jvp_decompositions()  # torch.func.hessian is forward-over-reverse: load them quietly first
-    for Xc, yc in iterate_chunks(data, size, device, dtype):
-
-        def chunk_loss(theta: Tensor) -> Tensor:
-            parts = torch.split(theta, numels)
-            variables = {n: p.view(s) for n, p, s in zip(names, parts, shapes)}
-            return loss_fn(functional_call(model, {**constants, **variables}, (Xc,)), yc)
-
+    for Xc, yc in obj.chunks(dtype):
+        chunk_loss = lambda theta: obj.chunk_loss({**constants, **variables(theta)}, Xc, yc)
         n_c = int(Xc.shape[0])
         total += n_c * torch.func.hessian(chunk_loss)(flat)
         count += n_c
     if count == 0:
         raise ValueError("the data set is empty (the loader yielded no examples)")
-    return total if reduction == "sum" else total / count
+    total = total if obj.reduction == "sum" else total / count
+    if penalty is not None:
+        fixed = {n: v for n, v in constants.items() if n in dict(model.named_parameters())}
+        total = total + torch.func.hessian(lambda theta: obj.penalty_value({**fixed, **variables(theta)}))(flat)
+    return total
 
 
 def hessian_spectrum(H: Tensor) -> Tensor:
@@ -236,9 +231,13 @@ def hutchinson_trace(
     num_matvecs: int,
     seed: int = 0,
     chunk_size: int | None = None,
-    reduction: str = "mean",
+    reduction: str | None = None,
     reuse: str = "graph",
     check_determinism: bool = True,
+    params=None,
+    penalty=None,
+    mode: str = "eval",
+    batch=None,
 ) -> TraceEstimate:
     """tr(A) ≈ mean_i v_iᵀ A v_i over ``num_matvecs`` Rademacher probes v_i ``(D,)`` (Hutchinson 1990).
 
@@ -246,8 +245,9 @@ def hutchinson_trace(
         A: an operator (``A.shape == (D, D)``, ``A @ v``; a HessianOperator or a dense tensor), or
             a model (``nn.Module``): then the Hessian of its data-set loss, a
             :class:`~implicitlab.diagnostics.hessian.HessianOperator` built from ``loss``, ``X``,
-            ``y``, ``chunk_size``, ``reduction``, ``reuse``, ``check_determinism`` and ``seed`` (its
-            determinism probe's two products are not counted in ``num_matvecs``).
+            ``y``, ``chunk_size``, ``reduction``, ``reuse``, ``check_determinism``, ``seed``,
+            ``params`` (parameter filter), ``penalty``, ``mode`` (``"eval"`` by default) and
+            ``batch`` (its determinism probe's two products are not counted in ``num_matvecs``).
         loss, X, y: with a model only — the loss name or callable ``(outputs, targets)``, the data.
         num_matvecs: products (= probes), ≥ 1.
         seed: seed of the probes (a generator of their own on A's device).
@@ -259,7 +259,8 @@ def hutchinson_trace(
     if num_matvecs < 1:
         raise ValueError(f"num_matvecs must be ≥ 1, got {num_matvecs}")
     A = _as_operator(A, loss, X, y, chunk_size=chunk_size, reduction=reduction, reuse=reuse,
-                     check_determinism=check_determinism, seed=seed)
+                     check_determinism=check_determinism, seed=seed, params=params, penalty=penalty,
+                     mode=mode, batch=batch)
     dim, dtype, device, gen = _operator_setup(A, seed)
     samples = []
     for _ in range(num_matvecs):
@@ -278,9 +279,13 @@ def hutchpp_trace(
     num_matvecs: int,
     seed: int = 0,
     chunk_size: int | None = None,
-    reduction: str = "mean",
+    reduction: str | None = None,
     reuse: str = "graph",
     check_determinism: bool = True,
+    params=None,
+    penalty=None,
+    mode: str = "eval",
+    batch=None,
 ) -> TraceEstimate:
     """Hutch++: tr(A) = tr(QᵀAQ) + Hutchinson on (I − QQᵀ)A(I − QQᵀ), Q = orth(A S).
 
@@ -293,7 +298,8 @@ def hutchpp_trace(
     if num_matvecs < 3:
         raise ValueError(f"Hutch++ needs num_matvecs ≥ 3, got {num_matvecs}")
     A = _as_operator(A, loss, X, y, chunk_size=chunk_size, reduction=reduction, reuse=reuse,
-                     check_determinism=check_determinism, seed=seed)
+                     check_determinism=check_determinism, seed=seed, params=params, penalty=penalty,
+                     mode=mode, batch=batch)
     dim, dtype, device, gen = _operator_setup(A, seed)
     s = num_matvecs // 3
     S = _rademacher((dim, s), gen, dtype, device)
@@ -352,9 +358,13 @@ def slq_spectral_density(
     num_steps: int = 30,
     seed: int = 0,
     chunk_size: int | None = None,
-    reduction: str = "mean",
+    reduction: str | None = None,
     reuse: str = "graph",
     check_determinism: bool = True,
+    params=None,
+    penalty=None,
+    mode: str = "eval",
+    batch=None,
 ) -> SpectralDensity:
     """Stochastic Lanczos quadrature with ``num_probes`` Rademacher probes of ``num_steps`` each.
 
@@ -366,7 +376,8 @@ def slq_spectral_density(
     if num_probes < 1 or num_steps < 1:
         raise ValueError("num_probes and num_steps must be ≥ 1")
     A = _as_operator(A, loss, X, y, chunk_size=chunk_size, reduction=reduction, reuse=reuse,
-                     check_determinism=check_determinism, seed=seed)
+                     check_determinism=check_determinism, seed=seed, params=params, penalty=penalty,
+                     mode=mode, batch=batch)
     dim, dtype, device, gen = _operator_setup(A, seed)
     m = min(num_steps, dim)
     nodes = torch.zeros(num_probes, m, dtype=torch.float64)

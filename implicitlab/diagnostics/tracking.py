@@ -37,9 +37,11 @@ class SharpnessTracker:
     """Top-k Hessian eigenvalues of ``model``'s data-set loss, estimated again at each call.
 
     Args:
-        model, loss, X, y, chunk_size, reduction, reuse, check_determinism: as for
-            :class:`~implicitlab.diagnostics.hessian.HessianOperator` (the determinism probe runs
-            once, at construction).
+        model, loss, X, y, chunk_size, reduction, reuse, check_determinism, params, penalty, mode,
+            batch: as for :class:`~implicitlab.diagnostics.hessian.HessianOperator` (the determinism
+            probe runs once, at construction). Each call measures the declared objective
+            (``mode="eval"`` by default) whatever mode the training loop left the model in, and
+            leaves its mode and buffers as found.
         k, which, tol, criterion, max_matvecs, explicit_residuals: as for
             :func:`~implicitlab.diagnostics.lanczos.lanczos_eigenpairs`; ``criterion`` defaults to
             ``"gap"`` here (the r²/gap estimate of the eigenvalue error).
@@ -76,14 +78,19 @@ class SharpnessTracker:
         explicit_residuals: bool = False,
         extrapolate: bool = True,
         chunk_size: int | None = None,
-        reduction: str = "mean",
+        reduction: str | None = None,
         reuse: str = "graph",
         check_determinism: bool = True,
         seed: int = 0,
+        params=None,
+        penalty=None,
+        mode: str = "eval",
+        batch=None,
     ) -> None:
         self.operator = HessianOperator(
             model, loss, X, y, chunk_size=chunk_size, reduction=reduction, reuse=reuse,
-            check_determinism=check_determinism, seed=seed,
+            check_determinism=check_determinism, seed=seed, params=params, penalty=penalty, mode=mode,
+            batch=batch,
         )
         check_eigen_options(self.operator, k=k, which=which, tol=tol, criterion=criterion, max_matvecs=max_matvecs)
         self.k, self.which, self.tol, self.criterion = k, which, tol, criterion

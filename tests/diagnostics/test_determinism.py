@@ -21,7 +21,7 @@ def test_dropout_in_train_mode_fails_the_determinism_probe():
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Dropout(0.5), nn.Linear(8, 1)).double()
     X, y = torch.randn(16, 4, dtype=torch.float64), torch.randn(16, dtype=torch.float64)
     with pytest.raises(NondeterministicHessianError, match="train mode") as info:
-        HessianOperator(model, "square", X, y)
+        HessianOperator(model, "square", X, y, mode="model")  # the model's own (train) mode
     assert "Dropout" in str(info.value) and "model.eval()" in str(info.value)
     HessianOperator(model.eval(), "square", X, y)  # eval mode: one fixed operator
 
@@ -32,7 +32,7 @@ def test_batch_norm_in_train_mode_is_refused_and_buffers_restored():
     X, y = torch.randn(16, 4, dtype=torch.float64), torch.randn(16, dtype=torch.float64)
     before = {n: b.clone() for n, b in model.named_buffers()}
     with pytest.raises(NondeterministicHessianError, match="batch-norm"):
-        HessianOperator(model, "square", X, y)
+        HessianOperator(model, "square", X, y, mode="model")  # the model's own (train) mode
     for n, b in model.named_buffers():
         assert torch.equal(b, before[n]), n
     H = HessianOperator(model.eval(), "square", X, y)

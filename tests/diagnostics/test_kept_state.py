@@ -125,8 +125,8 @@ def test_reuse_modes_agree_on_a_residual_net(dtype):
 
 
 def test_linearized_program_is_traced_again_when_the_mode_changes():
-    """A module whose forward differs between train and eval (no randomness): the trace of one
-    mode must not serve the other."""
+    """A module whose forward differs between train and eval (no randomness), measured in its own
+    mode (mode="model"): the trace of one mode must not serve the other."""
 
     class ModeScaled(nn.Module):
         def __init__(self) -> None:
@@ -140,7 +140,7 @@ def test_linearized_program_is_traced_again_when_the_mode_changes():
     torch.manual_seed(0)
     model = ModeScaled().double().eval()
     X, y = torch.randn(12, 4, dtype=torch.float64), torch.randint(0, 3, (12,))
-    H = HessianOperator(model, "ce", X, y, reuse="linearized")
+    H = HessianOperator(model, "ce", X, y, reuse="linearized", mode="model")  # the model's own mode
     eval_ref = dense_hessian(model, reference_loss("ce"), X, y)
     torch.testing.assert_close(as_matrix(H), eval_ref, rtol=RTOL, atol=RTOL * float(eval_ref.abs().max()))
     model.train()

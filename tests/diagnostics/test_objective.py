@@ -109,7 +109,7 @@ def test_empty_data_set():
     "kwargs, match",
     [
         (dict(loss="hinge"), "unknown loss"),
-        (dict(loss="exp", out=2), "one output per example"),
+        (dict(loss="exp", out=2, y=torch.tensor([1.0, -1.0, 1.0, -1.0])), "one output per example"),
         (dict(y=torch.zeros(5)), "same number of examples"),
         (dict(y=None), "y is required"),
         (dict(chunk_size=0), "chunk_size"),

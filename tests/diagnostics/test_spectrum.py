@@ -55,7 +55,7 @@ def test_explicit_hessian_refuses_train_mode_dropout():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.1), nn.Linear(4, 1))
     with pytest.raises(NondeterministicHessianError, match="train mode"):
-        explicit_hessian(model, "square", torch.randn(5, 3), torch.randn(5))
+        explicit_hessian(model, "square", torch.randn(5, 3), torch.randn(5), mode="model")
 
 
 def test_spectrum_and_counts():
