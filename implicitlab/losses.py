@@ -106,7 +106,8 @@ def check_targets(
     if classes:
         if targets.is_floating_point():
             raise ValueError(
-                f"{what} with {C} outputs needs integer class indices of shape (n,), got dtype {targets.dtype}"
+                f"{what}{'' if name == 'ce' else f' with {C} outputs'} needs integer class indices of shape (n,), "
+                f"got dtype {targets.dtype}"
                 + (": for one-hot targets use y.argmax(-1)" if targets.ndim >= 2 else ": use y.long()")
             )
         if output_shape is not None and (len(output_shape) < 2 or not _is_suffix(shape, lead)):

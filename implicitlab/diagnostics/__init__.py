@@ -31,7 +31,7 @@ from .lanczos import EigenResult, Lanczos, WarmStart, lanczos_eigenpairs
 from .tracking import SharpnessTracker
 from .margin import min_margin, normalized_margin
 from .norms import LayerNorms, layer_norms
-from .weights import layer_weights
+from .weights import NotHomogeneousWarning, homogeneity, layer_weights
 
 __all__ = [
     "EigenResult",
@@ -62,6 +62,8 @@ __all__ = [
     "balancedness",
     "layer_norms",
     "layer_weights",
+    "NotHomogeneousWarning",
+    "homogeneity",
     "min_margin",
     "normalized_margin",
     "rank_one_ratio",

@@ -5,6 +5,11 @@ one (‖W_k‖_2/‖W_k‖_F → 1) and consecutive layers align, |v_{k+1}ᵀ u_
 left singular vector of W_k and v_{k+1} the top right singular vector of W_{k+1}. Gradient flow
 conserves the balancedness matrices D_k = W_{k+1}ᵀW_{k+1} − W_k W_kᵀ (Arora et al. 2018; Du et al.
 2018), which makes the layers' norms grow together.
+
+Layers are taken in forward order (:mod:`.weights`). Balancedness and alignment relate consecutive
+fully connected layers: a plain module with a convolution is refused, naming the layer (a reshaped
+kernel is not the layer's linear map). Stable rank and the rank-one ratio are per-layer and defined
+for a convolution's kernel reshaped to ``(out, in·k·k)``.
 """
 
 from __future__ import annotations
@@ -12,13 +17,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .weights import layer_weights, nan_where_not, split_finite
+from .weights import layer_weights, matrix_layers, nan_where_not, split_finite, warn_if_not_homogeneous
 
 
 @torch.no_grad()
 def balancedness(model: nn.Module | list[torch.Tensor]) -> list[torch.Tensor]:
-    """D_k = W_{k+1}ᵀW_{k+1} − W_k W_kᵀ for k = 1…L−1, each ``(…, d_k, d_k)``."""
-    ws = layer_weights(model)
+    """D_k = W_{k+1}ᵀW_{k+1} − W_k W_kᵀ for k = 1…L−1, each ``(…, d_k, d_k)``.
+
+    Conserved by gradient flow when the model is positively homogeneous layer by layer (no biases,
+    batch norm or residual connections): otherwise a :class:`~.weights.NotHomogeneousWarning` names
+    the cause (the matrices are still returned). Convolutions are refused (module docstring).
+    """
+    ws = matrix_layers(model, "balancedness")
+    warn_if_not_homogeneous(model, "balancedness (conserved by gradient flow)")
     return [ws[k + 1].mT @ ws[k + 1] - ws[k] @ ws[k].mT for k in range(len(ws) - 1)]
 
 
@@ -48,7 +59,7 @@ def alignment(model: nn.Module | list[torch.Tensor]) -> torch.Tensor:
     by the absolute value. When the top singular value is (nearly) repeated the vectors are not
     determined and the number means little: check the stable rank alongside.
     """
-    ws = layer_weights(model)
+    ws = matrix_layers(model, "alignment")
     if len(ws) < 2:
         return torch.empty(*ws[0].shape[:-2], 0, dtype=ws[0].dtype, device=ws[0].device)
     parts = [split_finite(W) for W in ws]
