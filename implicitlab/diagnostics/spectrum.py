@@ -8,8 +8,9 @@ of an overparametrized model most eigenvalues are zero).
 
 Large models, as plain functions of an operator ``A`` (``A.shape == (D, D)``, ``A @ v`` for
 ``v`` ``(D,)``; a HessianOperator or a dense tensor) or of a model with the one calling convention
-``f(model, loss, X, y, *, ...)`` (its HessianOperator is built), each with an error bar (the
-standard error over the random probes):
+``f(model, loss, X, y, *, ...)`` (its HessianOperator is built; a bfloat16/float16 model or
+operator is refused before any product), each with an error bar (traces: a standard error that
+holds at small budgets and a 95% interval, :class:`TraceEstimate`; SLQ: over the random probes):
 
 - :func:`slq_spectral_density` — stochastic Lanczos quadrature (Lin, Saad & Yang, SIAM Review
   2016; Ghorbani, Krishnan & Xiao, ICML 2019): for Rademacher probes v, m Lanczos steps from
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .lanczos import Lanczos, operator_dim
+from .lanczos import Lanczos, check_curvature_dtype, operator_dim
 from .determinism import NondeterministicHessianError, suspects_in_train_mode
 from .forward_ad import load_jvp_decompositions
 from .hessian import HessianOperator
@@ -170,7 +171,9 @@ def spectrum_counts(eigvals: Tensor, rtol: float = 1e-8) -> SpectrumCounts:
 # ------------------------------------------------------------------ stochastic estimators ---
 def _as_operator(A, loss, X, y, **options):
     """``A`` itself (an operator or a matrix), or, for a model ``A``, its HessianOperator with
-    ``loss``, ``X``, ``y`` and the ``options`` (chunk_size, reduction, reuse, check_determinism, seed)."""
+    ``loss``, ``X``, ``y`` and the ``options`` (chunk_size, reduction, reuse, check_determinism, seed).
+    A bfloat16/float16 model or operator is refused (ValueError) before any product."""
+    check_curvature_dtype(A)  # half precision is refused before any product (lanczos.py, "Precision")
     if isinstance(A, nn.Module):
         if loss is None or X is None:
             raise TypeError("a model needs a loss and data: f(model, loss, X, y, *, ...)")
@@ -212,14 +215,62 @@ def _mean_stderr(samples: np.ndarray) -> tuple[float, float]:
     return float(samples.mean()), float(samples.std(ddof=1) / np.sqrt(samples.size))
 
 
+Z95 = 1.959963984540054  # the two-sided 95% quantile of the standard normal
+
+
 @dataclass(frozen=True)
 class TraceEstimate:
-    """A trace estimate with its standard error (over probes; NaN if fewer than two)."""
+    """A trace estimate with a standard error that holds at small budgets, and its 95% interval.
+
+    Both estimators end with n Rademacher quadratic forms x_i = g_iᵀ B g_i of one symmetric matrix B
+    (Hutchinson: B = A; Hutch++: the deflated B = (I − QQᵀ)A(I − QQᵀ), the rest being exact), and
+    report value = c + mean_i x_i. For Rademacher g, Var(gᵀBg) = 2 Σ_{i≠j} B_ij² ≤ 2‖B‖_F², and
+    E‖Bg‖² = tr(B²) = ‖B‖_F²; ‖B g_i‖ comes free with the product. So
+
+        stderr = √(2 · mean_i ‖B g_i‖² / n)
+
+    is an unbiased estimate of an upper bound on the standard deviation of the estimate — from sums
+    of squares (no cancellation), hence far steadier at small n than the sample standard deviation
+    of the x_i (n − 1 degrees of freedom, heavy tails). Conservative where B's diagonal carries much
+    of ‖B‖_F (a near-multiple of I: up to 4× wide), never too small on average. (The sample standard
+    error it replaces covered the truth in 83–87% of seeds at 12 products for decaying spectra, and
+    the t-quantile on it in 85–95%; ``tests/diagnostics/test_trace_statistics.py``.)
+
+    Fields:
+        value: the estimate of tr(A).
+        stderr: the standard error above (0 where B = 0: Hutch++ with s ≥ D, exact).
+        num_matvecs: products used.
+        method: ``"hutchinson"`` or ``"hutch++"``.
+        interval: (value − 1.96·stderr, value + 1.96·stderr), nominal 95%: over 400 seeds it covered
+            the true trace in ≥ 93% at 12, 30 and 99 products for four spectra (power laws,
+            exponential, flat; D = 100).
+        num_probes: n, the quadratic forms behind ``stderr``.
+        sample_stderr: the classical std(x_i, ddof=1)/√n (NaN if n < 2), too small at small n: for
+            comparison only.
+    """
 
     value: float
     stderr: float
     num_matvecs: int
     method: str
+    interval: tuple[float, float] = (float("nan"), float("nan"))
+    num_probes: int = 0
+    sample_stderr: float = float("nan")
+
+
+def quadratic_form_estimate(exact: float, forms, image_norms_sq, num_matvecs: int, method: str) -> TraceEstimate:
+    """exact + mean(forms) with the standard error √(2·mean(image_norms_sq)/n) of :class:`TraceEstimate`.
+
+    ``forms``: the n quadratic forms g_iᵀBg_i; ``image_norms_sq``: ‖B g_i‖² for the same probes.
+    """
+    forms = np.asarray(forms, dtype=np.float64)
+    norms = np.asarray(image_norms_sq, dtype=np.float64)
+    n = forms.size
+    mean, sample_stderr = _mean_stderr(forms)
+    stderr = float(np.sqrt(2.0 * norms.mean() / n))
+    value = exact + mean
+    return TraceEstimate(value, stderr, num_matvecs, method, interval=(value - Z95 * stderr, value + Z95 * stderr),
+                         num_probes=n, sample_stderr=sample_stderr)
 
 
 def hutchinson_trace(
@@ -252,6 +303,9 @@ def hutchinson_trace(
         num_matvecs: products (= probes), ≥ 1.
         seed: seed of the probes (a generator of their own on A's device).
 
+    Returns a :class:`TraceEstimate`: ``stderr`` = √(2·mean‖A v_i‖²/m), an upper estimate of the
+    standard deviation (Var(vᵀAv) ≤ 2‖A‖_F² for Rademacher v), and its 95% ``interval``.
+
     Example::
 
         est = hutchinson_trace(model, "ce", X, y, num_matvecs=100)   # est.value ± est.stderr
@@ -262,12 +316,13 @@ def hutchinson_trace(
                      check_determinism=check_determinism, seed=seed, params=params, penalty=penalty,
                      mode=mode, batch=batch)
     dim, dtype, device, gen = _operator_setup(A, seed)
-    samples = []
+    forms, norms = [], []
     for _ in range(num_matvecs):
         v = _rademacher((dim,), gen, dtype, device)
-        samples.append(float(v @ _apply(A, v)))
-    value, stderr = _mean_stderr(np.array(samples))
-    return TraceEstimate(value, stderr, num_matvecs, "hutchinson")
+        Av = _apply(A, v)
+        forms.append(float(v @ Av))
+        norms.append(float(Av @ Av))  # ‖Av‖²: E = ‖A‖_F², the variance bound of TraceEstimate
+    return quadratic_form_estimate(0.0, forms, norms, num_matvecs, "hutchinson")
 
 
 def hutchpp_trace(
@@ -290,8 +345,11 @@ def hutchpp_trace(
     """Hutch++: tr(A) = tr(QᵀAQ) + Hutchinson on (I − QQᵀ)A(I − QQᵀ), Q = orth(A S).
 
     Budget split (Meyer et al. 2021, Alg. 1): s = ⌊m/3⌋ sketch probes S, s products A Q, the
-    remaining m − 2s Rademacher probes for the deflated part. The standard error is that of the
-    deflated Hutchinson part (the QᵀAQ part is exact). Needs m = ``num_matvecs`` ≥ 3; with
+    remaining m − 2s Rademacher probes for the deflated part. Given Q the estimate is unbiased
+    (tr(A) = tr(QᵀAQ) + tr((I − QQᵀ)A(I − QQᵀ)) exactly, for any Q), so its error is that of the
+    deflated Hutchinson part alone, whatever s and the rank of A: ``stderr`` and ``interval`` are
+    those of that part (:class:`TraceEstimate`), valid conditionally on the sketch and hence
+    unconditionally; no term for the sketch is needed. Needs m = ``num_matvecs`` ≥ 3; with
     s ≥ D (m ≥ 3D) Q spans everything and the estimate is exact. ``A`` an operator or a model,
     and the other arguments, as in :func:`hutchinson_trace`.
     """
@@ -306,14 +364,15 @@ def hutchpp_trace(
     Q, _ = torch.linalg.qr(_apply_block(A, S))  # (D, s): orthonormal basis of range(A S)
     AQ = _apply_block(A, Q)
     exact_part = float(torch.einsum("ij,ij->", Q, AQ))
-    samples = []
+    forms, norms = [], []
     for _ in range(num_matvecs - 2 * s):
         g = _rademacher((dim,), gen, dtype, device)
         g = g - Q @ (Q.T @ g)
         Ag = _apply(A, g)
-        samples.append(float(g @ (Ag - Q @ (Q.T @ Ag))))
-    value, stderr = _mean_stderr(np.array(samples))
-    return TraceEstimate(exact_part + value, stderr, num_matvecs, "hutch++")
+        Bg = Ag - Q @ (Q.T @ Ag)  # B g' for the Rademacher g' behind g: B = (I − QQᵀ)A(I − QQᵀ)
+        forms.append(float(g @ Bg))
+        norms.append(float(Bg @ Bg))
+    return quadratic_form_estimate(exact_part, forms, norms, num_matvecs, "hutch++")
 
 
 @dataclass(frozen=True)
