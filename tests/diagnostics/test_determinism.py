@@ -1,5 +1,6 @@
-"""The determinism probe: train-mode dropout and batch norm are refused (buffers restored), eval
-mode passes; the probe itself on hand-made products."""
+"""The determinism probe: with mode="model" (the model's own mode), train-mode dropout and batch
+norm are refused (buffers restored), eval mode passes; the probe itself on hand-made products.
+(The default mode="eval" measures the eval objective whatever the model's mode: test_modes.py.)"""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hessian_problems import RTOL, as_matrix, cnn, make_problem, mlp, reference_loss
+from hessian_problems import RTOL, as_matrix, cnn, dense_hessian, make_problem, mlp, reference_loss
 from implicitlab.diagnostics.hessian import HessianOperator
 from implicitlab.diagnostics.objective import DatasetObjective, iterate_chunks, resolve_loss
 
@@ -136,3 +136,72 @@ def test_loader_must_yield_pairs():
     X, y = torch.randn(4, 3), torch.randn(4)
     with pytest.raises(TypeError, match=r"\(X, y\) pairs"):
         HessianOperator(nn.Linear(3, 1), "square", [(X, y, X)])
+
+
+# ----------------------------------------------------------------- loss callables' reduction ---
+def sum_ce(outputs, targets):
+    return F.cross_entropy(outputs, targets, reduction="sum")
+
+
+def biased_problem(n: int = 40, seed: int = 0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()  # biases
+    return model, torch.randn(n, 4, dtype=torch.float64), torch.randint(0, 3, (n,))
+
+
+@pytest.mark.parametrize("chunk_size", [7, 13, 40])
+def test_a_summing_loss_callable_gives_the_sum_objective_at_every_chunk_size(chunk_size):
+    """Before: 131.6, 65.8, 263.2 for three chunk sizes; now the full-batch sum at each."""
+    model, X, y = biased_problem()
+    ref = dense_hessian(model, sum_ce, X, y)  # ∇² Σ_n ℓ_n, in one piece
+    H = HessianOperator(model, sum_ce, X, y, chunk_size=chunk_size)
+    assert H.reduction == "sum" and H.objective.loss_reduction == "sum"
+    torch.testing.assert_close(as_matrix(H), ref, rtol=RTOL, atol=RTOL * float(ref.abs().max()))
+    value, g = H.loss_and_gradient()
+    assert abs(value - float(sum_ce(model(X), y).detach())) <= 1e-12 * value
+    # an explicit reduction that agrees is accepted; the mean callable keeps the mean objective
+    HessianOperator(model, sum_ce, X, y, chunk_size=chunk_size, reduction="sum", check_determinism=False)
+    mean = HessianOperator(model, F.cross_entropy, X, y, chunk_size=chunk_size)
+    assert mean.reduction == "mean"
+    torch.testing.assert_close(as_matrix(mean), ref / len(X), rtol=RTOL, atol=RTOL * float(ref.abs().max()) / len(X))
+
+
+def test_a_summing_loss_that_is_zero_on_the_data_is_still_recognised():
+    """Square loss at an exact fit: 0 on every split; the shifted outputs tell sum from mean."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2).double()
+    X = torch.randn(10, 3, dtype=torch.float64)
+    y = model(X).detach()
+    sq_sum = lambda f, t: ((f - t) ** 2).sum()
+    H = HessianOperator(model, sq_sum, X, y, chunk_size=4)
+    assert H.reduction == "sum"
+    ref = dense_hessian(model, sq_sum, X, y)  # 2 Σ x xᵀ ⊗ I
+    torch.testing.assert_close(as_matrix(H), ref, rtol=RTOL, atol=RTOL * float(ref.abs().max()))
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        lambda f, t: F.cross_entropy(f, t) ** 2,
+        lambda f, t: F.cross_entropy(f, t, reduction="none").max(),
+        lambda f, t: F.cross_entropy(f, t, reduction="sum") / f.shape[0] ** 0.5,
+    ],
+    ids=["squared-mean", "max", "sum-over-sqrt-n"],
+)
+def test_a_loss_callable_that_is_neither_sum_nor_mean_is_refused(loss):
+    model, X, y = biased_problem()
+    counting = []
+    model.register_forward_hook(lambda *a: counting.append(1))
+    with pytest.raises(ValueError, match=r"^loss callable is neither a sum nor a mean over the batch: on 40 examples"):
+        HessianOperator(model, loss, X, y, chunk_size=40)
+    assert len(counting) == 1  # one forward of the first chunk, no product
+
+
+def test_a_loss_callable_that_disagrees_with_reduction_is_refused():
+    model, X, y = biased_problem()
+    with pytest.raises(ValueError, match=r"loss callable is a sum over the batch but reduction='mean' was asked"):
+        HessianOperator(model, sum_ce, X, y, reduction="mean")
+    with pytest.raises(ValueError, match=r"loss callable is a mean over the batch but reduction='sum' was asked"):
+        HessianOperator(model, F.cross_entropy, X, y, reduction="sum")
+    with pytest.raises(ValueError, match=r"must return a scalar .*got \(40,\)"):
+        HessianOperator(model, lambda f, t: F.cross_entropy(f, t, reduction="none"), X, y)
