@@ -16,7 +16,7 @@ from rich.table import Table
 from .config import ConfigError, apply_overrides, resolve_device, with_data_dir
 from .experiments import Claim, experiments, get
 from .sweep import BACKENDS
-from .sweep.store import store_path
+from .sweep.store import StoreError, check_store, store_path
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Measure where gradient descent goes.")
 console = Console()
@@ -31,6 +31,65 @@ def _check_data_dir(data_dir: Path | None) -> str | None:
     if not data_dir.is_dir():
         _fail(f"--data-dir {data_dir}: not a directory")
     return str(data_dir.resolve())
+
+
+def _check_store(out: Path) -> None:
+    """A file at OUT/implicitlab.sqlite that is not a store: one line, exit 2 (read-only; nothing written)."""
+    try:
+        check_store(store_path(out))
+    except StoreError as exc:
+        _fail(str(exc))
+
+
+def available_bytes(device) -> int | None:
+    """Memory free for a run on ``device``: the GPU's free memory, else the machine's available RAM
+    (``MemAvailable`` of /proc/meminfo, else ``os.sysconf`` pages); None where neither can be read."""
+    import os
+
+    if getattr(device, "type", str(device)) == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_memory(plans, device) -> None:
+    """Refuse (one line, exit 2) a config whose estimated memory exceeds what is available."""
+    free = available_bytes(device)
+    if free is None:
+        return
+    for exp, cfg in plans:
+        need = exp.needed_bytes(cfg)
+        if need is not None and need > free:
+            _fail(f"{exp.name}: this config needs about {need / 1e9:.1f} GB ({exp.memory_note(cfg)}) but "
+                  f"{free / 1e9:.1f} GB are available on {device}; lower the fields named, or pass "
+                  "--no-memory-check to try anyway")
+
+
+def _check_data(plans) -> None:
+    """Read the data files the experiments load (CIFAR-10, cached once decoded) before anything is written."""
+    from .data import DataError
+
+    for exp, cfg in plans:
+        source = exp if exp.view_of is None else get(exp.view_of)
+        if "cifar10" in source.tags:
+            from .experiments.poggio2018.cifar import load_arrays
+
+            try:
+                load_arrays(getattr(cfg, "data_dir", None))
+            except DataError as exc:
+                _fail(f"{exp.name}: {str(exc).splitlines()[0]} (pass --data-dir with the CIFAR-10 data)")
 
 
 def _fail(message: str) -> None:
@@ -75,6 +134,8 @@ def run(
     threads: Annotated[int, typer.Option(help="torch CPU threads (small batched ops run fastest on 1)")] = 1,
     data_dir: Annotated[Path | None, typer.Option(envvar="IMPLICITLAB_DATA", help="data root (CIFAR-10, MNIST); "
                                                   "default ../shared/data, else ./data")] = None,
+    memory_check: Annotated[bool, typer.Option(help="refuse a config whose estimated memory exceeds what "
+                                               "is available")] = True,
 ) -> None:
     """Run an experiment's preset: store the run, write figure + table + claims, print the claims."""
     import torch
@@ -101,6 +162,10 @@ def run(
         _fail(str(exc))
     if threads < 1:
         _fail(f"--threads must be ≥ 1, got {threads}")
+    _check_store(out)
+    if memory_check:
+        _check_memory(plans, dev)
+    _check_data(plans)
     torch.set_num_threads(threads)
 
     all_hold = True
@@ -179,6 +244,7 @@ def sweep(
         resolve_device(device)
         if threads is not None and threads < 1:
             raise ConfigError(f"--threads must be ≥ 1, got {threads}")
+        check_store(store_path(out))
     except ConfigError as exc:
         _fail(str(exc))
     if threads is not None:
@@ -253,6 +319,7 @@ def runs(
         _fail(f"no store at {path} (run `implicitlab run` or `implicitlab sweep` first)")
     if status not in (None, "ok", "failed"):
         _fail(f"--status must be ok or failed, got {status!r}")
+    _check_store(out)
     records = Store(path).records(status=status, experiment=experiment)
     keys = _key_fields(records)
     if limit is not None:
@@ -293,6 +360,7 @@ def export(
             raise ConfigError(f"--format must be csv or parquet, got {fmt!r}")
         if not path.is_file():
             raise ConfigError(f"no store at {path}")
+        check_store(path)
         keys = {p.key for p in expand(load_spec(spec))} if spec is not None else None
         cols = [c.strip() for c in metrics.split(",") if c.strip()] if metrics else None
         tidy = tidy_table(Store(path), metrics=cols, experiment=experiment, keys=keys)
@@ -336,6 +404,7 @@ def check_command(
             raise ConfigError("--workers and --threads must be ≥ 1")
         if backend is not None and backend not in BACKENDS:
             raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        check_store(store_path(out))
     except ConfigError as exc:
         _fail(str(exc))
     root = _check_data_dir(data_dir)

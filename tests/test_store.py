@@ -85,3 +85,33 @@ def test_code_fingerprint_follows_the_sources(tmp_path):
     (tmp_path / "sub" / "b.py").rename(tmp_path / "sub" / "c.py")  # same bytes, another module
     assert code_fingerprint(tmp_path) != edited
     assert environment()["code_fingerprint"] == code_fingerprint()
+
+
+def test_a_file_that_is_not_a_store_is_refused_untouched(tmp_path):
+    import sqlite3
+
+    from implicitlab.sweep.store import StoreError
+
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"not SQLite at all " * 64)
+    with pytest.raises(StoreError, match=r"garbage.sqlite: not an implicitlab results store \(SQLite says: file is "
+                                         r"not a database\); move it away or choose another --out"):
+        Store(garbage)
+    assert garbage.read_bytes() == b"not SQLite at all " * 64
+    foreign = tmp_path / "foreign.sqlite"
+    con = sqlite3.connect(foreign)
+    con.execute("CREATE TABLE runs (id INTEGER, name TEXT)")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match=r"table 'runs' lacks the columns \['experiment'"):
+        Store(foreign)
+    # an empty file and an empty database are stores yet to be made
+    (tmp_path / "empty.sqlite").write_bytes(b"")
+    sqlite3.connect(tmp_path / "blank.sqlite").close()
+    for name in ("empty.sqlite", "blank.sqlite"):
+        store = Store(tmp_path / name)
+        assert _write(store) == 1
+        store.close()
+    # a store made by Store passes its own check on reopening
+    again = Store(tmp_path / "empty.sqlite")
+    assert list(again.runs().experiment) == ["e"]

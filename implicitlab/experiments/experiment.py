@@ -62,6 +62,9 @@ class Experiment:
     run_batch: Callable[..., list[pd.DataFrame]] | None = None
     view_of: str | None = None  # a view: the experiment whose runs it reads
     derive: Callable[[pd.DataFrame, Any], pd.DataFrame] | None = None  # a view: (source table, cfg) -> table
+    # memory a run of cfg needs at its peak, in bytes, where the config says (None: the config type's own
+    # ``estimate_bytes()`` method, if it has one); checked by the CLI before a run (see needed_bytes)
+    estimate_bytes: Callable[[Any], int] | None = None
 
     def __post_init__(self) -> None:
         if (self.view_of is None) != (self.derive is None):
@@ -86,6 +89,19 @@ class Experiment:
             raise ConfigError(
                 f"experiment {self.name!r} has no preset {name!r}; presets: {', '.join(self.presets)}"
             ) from None
+
+    def needed_bytes(self, cfg: Any) -> int | None:
+        """Estimated peak memory (bytes) of running ``cfg``: ``estimate_bytes(cfg)``, else the config's own
+        ``cfg.estimate_bytes()``, else None (not known from the config)."""
+        if self.estimate_bytes is not None:
+            return int(self.estimate_bytes(cfg))
+        method = getattr(cfg, "estimate_bytes", None)
+        return int(method()) if callable(method) else None
+
+    def memory_note(self, cfg: Any) -> str:
+        """What the memory estimate grows with: the config's ``MEMORY_FIELDS``, if it names them."""
+        fields = getattr(cfg, "MEMORY_FIELDS", ())
+        return f"it grows with {', '.join(fields)}" if fields else "estimated from the config"
 
     @property
     def is_view(self) -> bool:

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..config import ConfigError
+
 STORE_NAME = "implicitlab.sqlite"
 """The store's file name inside a results folder: ``OUT/implicitlab.sqlite`` (the one place it is defined)."""
 
@@ -58,6 +60,56 @@ CREATE TABLE IF NOT EXISTS tables (
     PRIMARY KEY (run_id, name)
 );
 """
+
+
+COLUMNS = {
+    "runs": ("id", "experiment", "preset", "config_hash", "config", "status", "environment", "wall_time_s",
+             "created_at", "out_dir", "claims", "error"),
+    "tables": ("run_id", "name", "data"),
+}
+"""The columns each table of a store must have (a store may have more)."""
+
+
+class StoreError(ConfigError):
+    """A file at a store's path that is not an implicitlab store (corrupt, or another program's database);
+    the message names the file and what to do."""
+
+
+def _not_a_store(path: Path, why: str) -> StoreError:
+    return StoreError(f"{path}: not an implicitlab results store ({why}); move it away or choose another --out")
+
+
+def _few(names: list[str], n: int = 5) -> str:
+    return ", ".join(names[:n]) + (f", … {len(names) - n} more" if len(names) > n else "")
+
+
+def check_store(path: str | Path) -> None:
+    """Raise :class:`StoreError` unless ``path`` is missing, empty, or an implicitlab store.
+
+    Opens the file read-only and reads only its schema: nothing is created or written.
+    """
+    path = Path(path)
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+        return
+    if not path.is_file():
+        raise _not_a_store(path, "a folder, not a file")
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            names = [row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            found = {table: {row[1] for row in con.execute(f"PRAGMA table_info({table})")} for table in COLUMNS}
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise _not_a_store(path, f"SQLite says: {exc}") from None
+    if not names:  # an empty database: the schema is created on first use
+        return
+    if not any(found.values()):
+        raise _not_a_store(path, f"an SQLite database with the tables {_few(sorted(names))}, none of runs and tables")
+    for table, columns in COLUMNS.items():
+        missing = [c for c in columns if c not in found[table]]
+        if missing:
+            raise _not_a_store(path, f"table {table!r} lacks the columns {missing}")
 
 
 TABLE_FORMAT = "implicitlab-table/1"
@@ -108,12 +160,17 @@ def decode_table(text: str) -> pd.DataFrame:
 
 
 class Store:
-    """An SQLite results store at ``path`` (created with its folder when missing)."""
+    """An SQLite results store at ``path`` (created with its folder when missing).
+
+    A file at ``path`` that is not a store (corrupt, or another program's SQLite database) raises
+    :class:`StoreError` before anything is written to it.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._cons: dict[int, sqlite3.Connection] = {}
+        check_store(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._connect().executescript(SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:

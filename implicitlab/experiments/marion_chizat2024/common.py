@@ -25,6 +25,7 @@ trains them, Fig. 3 is a view of them (``view_of="mc2024-fig1"``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -117,6 +118,27 @@ class GridConfig:
         require_positive("sharpness_tol", self.sharpness_tol)
         require_positive("converged_tol", self.converged_tol)
         dtype_of(self.dtype)
+
+    MEMORY_FIELDS: ClassVar[tuple[str, ...]] = ("depth", "d", "repetitions", "num_scales")
+    """The fields :meth:`estimate_bytes` grows with (named when the CLI refuses a config)."""
+
+    def max_runs(self) -> int:
+        """Runs trained side by side at most: one step size's ensemble, repetitions × init scales."""
+        return max(self.repetitions) * self.num_scales
+
+    def estimate_bytes(self) -> int:
+        """Peak memory of the grid, in bytes (an estimate, within a small factor; the CLI checks it first).
+
+        One step size trains R = repetitions × num_scales runs as one ensemble of D ≈ depth·d² parameters
+        each (layers of d × d), in ``dtype``. The largest allocation is the Lanczos basis of the sharpness
+        estimates, up to min(200, D) vectors of R × D numbers (``max_matvecs=200``); a factor 8 more vectors
+        covers the weights, gradients, products and their workspace, and 4 × n × d × depth × R numbers the
+        activations of the forward and backward passes.
+        """
+        item = torch.empty((), dtype=dtype_of(self.dtype)).element_size()
+        R, D = self.max_runs(), self.depth * self.d * self.d
+        vectors = min(200, D) + 8
+        return item * (R * D * vectors + 4 * self.n * self.d * self.depth * R)
 
     @property
     def scales(self) -> tuple[float, ...]:
@@ -236,6 +258,12 @@ class Fig1Config(GridConfig):
     trace_steps: int = 450
     trace_every: int = 5  # sharpness along training every k steps
     trace_reps: int = 5
+
+    MEMORY_FIELDS: ClassVar[tuple[str, ...]] = ("depth", "d", "repetitions", "num_scales", "trace_reps")
+
+    def max_runs(self) -> int:
+        """Runs trained side by side at most: a grid step size's ensemble, or the traced runs."""
+        return max(super().max_runs(), self.trace_reps * len(self.trace_lrs))
 
     def __post_init__(self) -> None:
         super().__post_init__()
