@@ -476,9 +476,11 @@ class DatasetObjective:
         return (self.mode, self.model.training if self.mode == "model" else None)
 
     def outputs(self, params: dict[str, Tensor], Xc: Tensor) -> Tensor:
-        """f(θ; X_c) at ``params`` (θ by name; constants may be included), in the declared mode."""
+        """f(θ; X_c) at ``params`` (θ by name; constants may be included), in the declared mode.
+        Trainable parameters left out by a ``params`` filter enter detached (constants, no graph)."""
+        held = {n: p.detach() for n, p in self.model.named_parameters() if p.requires_grad and n not in params}
         with declared_mode(self.model, self.mode):
-            return functional_call(self.model, params, (Xc,))
+            return functional_call(self.model, {**held, **params} if held else params, (Xc,))
 
     def chunk_loss(self, params: dict[str, Tensor], Xc: Tensor, yc: Tensor) -> Tensor:
         """R_c at ``params`` (θ by name): the batch-mean loss of one chunk (no penalty)."""

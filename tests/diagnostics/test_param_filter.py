@@ -85,3 +85,11 @@ def test_a_frozen_name_is_refused():
     model[0].bias.requires_grad_(False)
     with pytest.raises(ValueError, match=r"frozen parameters \(requires_grad=False\): \['0.bias'\]"):
         HessianOperator(model, "ce", X, y, params=["0.bias"])
+
+
+@pytest.mark.parametrize("reuse", ["none", "graph", "linearized"])
+def test_products_carry_no_graph_to_the_held_parameters(reuse):
+    model, X, y = problem(2)
+    H = HessianOperator(model, "ce", X, y, params=["2.weight"], reuse=reuse)
+    out = H @ torch.ones(H.dim, dtype=torch.float64)
+    assert not out.requires_grad and all(p.grad is None for p in model.parameters())
