@@ -7,7 +7,8 @@ The public API, grouped as below (every name is also importable from its subpack
 - **losses**: ``loss``, ``log_loss`` (exact log-domain form), ``margins``, ``SquareLossStats``.
 - **training**: ``gradient_descent(model, loss, X, y, *, lr, num_steps, ...)`` (GD, SGD,
   normalized GD on an ensemble), ``TrainResult``, probe schedules ``every``, ``log_spaced``.
-- **diagnostics**: norms, margins, balancedness, alignment; curvature of any ``nn.Module``
+- **diagnostics**: norms, margins, balancedness, alignment (``homogeneity`` says whether their
+  meaning holds for a model; ``MarginNormTracker`` follows them along training); curvature of any ``nn.Module``
   (``sharpness(model, loss, X, y, *, ...)``, ``HessianOperator``, ``SharpnessTracker``,
   ``lanczos_eigenpairs`` and its ``EigenResult``, ``explicit_hessian``, ``hessian_spectrum``,
   ``spectrum_counts``, ``slq_spectral_density``, ``hutchinson_trace``, ``hutchpp_trace``) and of
@@ -33,8 +34,11 @@ from .train import TrainResult, every, gradient_descent, log_spaced
 # diagnostics: weights, margins
 from .diagnostics import (
     LayerNorms,
+    MarginNormTracker,
+    NotHomogeneousWarning,
     alignment,
     balancedness,
+    homogeneity,
     layer_norms,
     min_margin,
     normalized_margin,
@@ -98,8 +102,11 @@ __all__ = [
     "log_spaced",
     # diagnostics: weights, margins
     "LayerNorms",
+    "MarginNormTracker",
+    "NotHomogeneousWarning",
     "alignment",
     "balancedness",
+    "homogeneity",
     "layer_norms",
     "min_margin",
     "normalized_margin",

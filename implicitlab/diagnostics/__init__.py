@@ -27,8 +27,9 @@ from .spectrum import (
     slq_spectral_density,
     spectrum_counts,
 )
-from .lanczos import EigenResult, Lanczos, WarmStart, lanczos_eigenpairs
+from .lanczos import EigenResult, Lanczos, WarmStart, check_curvature_dtype, lanczos_eigenpairs
 from .tracking import SharpnessTracker
+from .weight_tracking import MarginNormTracker
 from .margin import min_margin, normalized_margin
 from .norms import LayerNorms, layer_norms
 from .weights import NotHomogeneousWarning, homogeneity, layer_weights
@@ -63,6 +64,8 @@ __all__ = [
     "layer_norms",
     "layer_weights",
     "NotHomogeneousWarning",
+    "MarginNormTracker",
+    "check_curvature_dtype",
     "homogeneity",
     "min_margin",
     "normalized_margin",

@@ -371,7 +371,7 @@ class DatasetObjective:
         self.dim = sum(self.numels)
         self.data, self.num_examples = check_data(X, y)
         if not isinstance(self.data, tuple):
-            self.num_examples = self._scan_loader()
+            self.num_examples = self._scan_loader(loss)
         if mode == "train_batchnorm":
             if not isinstance(self.data, tuple):
                 raise ValueError(
@@ -404,8 +404,8 @@ class DatasetObjective:
             if not isinstance(value, Tensor) or value.numel() != 1 or not bool(torch.isfinite(value).all()):
                 raise ValueError(f"the penalty must return a finite scalar tensor, got {value!r}")
 
-    def _scan_loader(self) -> int:
-        """One pass over a loader before any product: pairs, finite values, N."""
+    def _scan_loader(self, loss: LossSpec) -> int:
+        """One pass over a loader before any product: pairs, finite values, label values, N."""
         count = 0
         for i, b in enumerate(self.data):
             Xb, yb = as_pair(b, self.batch)
@@ -417,6 +417,8 @@ class DatasetObjective:
                 )
             check_finite(Xb, f"X of batch {i} of the loader")
             check_finite(yb, f"y of batch {i} of the loader")
+            if isinstance(loss, str):
+                _losses.check_targets(loss, yb)
             count += int(Xb.shape[0])
         if count == 0:
             raise ValueError("the data set is empty (the loader yielded no examples)")

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ..seeds import derive_seed
 from .hessian import HessianOperator
-from .lanczos import EigenResult, WarmStart, check_eigen_options, lanczos_eigenpairs
+from .lanczos import EigenResult, WarmStart, check_curvature_dtype, check_eigen_options, lanczos_eigenpairs
 
 
 class SharpnessTracker:
@@ -87,6 +87,7 @@ class SharpnessTracker:
         mode: str = "eval",
         batch=None,
     ) -> None:
+        check_curvature_dtype(model)  # half precision refused before any product
         self.operator = HessianOperator(
             model, loss, X, y, chunk_size=chunk_size, reduction=reduction, reuse=reuse,
             check_determinism=check_determinism, seed=seed, params=params, penalty=penalty, mode=mode,

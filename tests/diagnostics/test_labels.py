@@ -167,3 +167,29 @@ def test_ensemble_targets_shared_or_per_run_accepted():
     check_targets("exp", torch.ones(3, 5), (3, 5, 1))
     check_targets("ce", torch.zeros(5, dtype=torch.long), (3, 5, 4))
     check_targets("square", torch.zeros(5, 2), (3, 5, 2))
+
+
+def test_loader_labels_are_checked_before_any_product():
+    # the same refusal for a DataLoader as for tensors: {0, 1} labels with the logistic loss
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from implicitlab.diagnostics.hessian import HessianOperator
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(12, 3, generator=g, dtype=torch.float64)
+    y = (X[:, 0] > 0).to(torch.float64)  # {0, 1}
+    model = torch.nn.Linear(3, 1, bias=False).double()
+    loader = DataLoader(TensorDataset(X, y), batch_size=4)
+    with pytest.raises(ValueError, match=r"-1/\+1 for the 'logistic' loss.*2\*y - 1"):
+        HessianOperator(model, "logistic", loader)
+
+
+def test_tracker_refuses_a_half_precision_model():
+    from implicitlab.diagnostics import SharpnessTracker
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(8, 3, generator=g)
+    y = torch.randn(8, generator=g)
+    model = torch.nn.Linear(3, 1).bfloat16()
+    with pytest.raises(ValueError, match="bfloat16: curvature in half precision cannot be certified"):
+        SharpnessTracker(model, "square", X.bfloat16(), y.bfloat16())
