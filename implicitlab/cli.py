@@ -462,7 +462,9 @@ def _measure_tables(result: dict) -> list[Table]:
 def measure_command(
     model: Annotated[str, typer.Argument(help="module:callable or path/to/file.py:callable returning the nn.Module "
                                          "(called with no arguments)")],
-    data: Annotated[Path, typer.Option(help="a .pt file holding a dict with X and y, or an .npz with X and y")],
+    data: Annotated[str, typer.Option(help="a .pt file holding a dict with X and y, an .npz with X and y, or a "
+                                      "named data set NAME[:SPLIT[:N]] (cifar10, mnist; default test:1000) "
+                                      "read from --data-dir")],
     loss: Annotated[str, typer.Option(help="square | exp | logistic | ce (mean over the data set)")],
     checkpoint: Annotated[Path | None, typer.Option(help="a state_dict file (torch.save(model.state_dict(), "
                                                     "path)); default: the model as built")] = None,
@@ -475,6 +477,8 @@ def measure_command(
     dtype: Annotated[str, typer.Option(help="float64 | float32: model and data are cast to it")] = "float64",
     seed: Annotated[int, typer.Option(help="seed of the Lanczos start and the trace probes")] = 0,
     threads: Annotated[int, typer.Option(help="torch CPU threads")] = 1,
+    data_dir: Annotated[Path | None, typer.Option(envvar="IMPLICITLAB_DATA", help="data root of a named data "
+                                                  "set; default ../shared/data, else ./data")] = None,
 ) -> None:
     """Sharpness, spectrum, trace, margin or norms of your own model on your own data (eval mode)."""
     import torch
@@ -486,7 +490,8 @@ def measure_command(
     torch.set_num_threads(threads)
     # Everything is loaded and checked before any Hessian product.
     try:
-        problem = prepare(model, checkpoint, data, loss, metrics=metrics, dtype=dtype)
+        problem = prepare(model, checkpoint, data, loss, metrics=metrics, dtype=dtype,
+                          data_dir=_check_data_dir(data_dir))
         check_options(problem, k=k, tol=tol, trace_matvecs=trace_matvecs, slq_probes=10, slq_steps=30)
     except MeasureError as exc:
         _fail(str(exc))

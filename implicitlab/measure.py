@@ -171,7 +171,8 @@ def load_data(path: str | Path) -> tuple[Tensor, Tensor]:
     """``(X, y)`` from a ``.pt`` file holding a dict with ``X`` and ``y``, or an ``.npz`` archive."""
     path = Path(path)
     if not path.is_file():
-        raise MeasureError(f"--data {path}: no such file")
+        raise MeasureError(f"--data {path}: no such file" + ("" if path.suffix else
+                           f", and not a named data set NAME[:SPLIT[:N]] with NAME one of {', '.join(NAMED_DATA)}"))
     if path.suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as archive:
@@ -215,6 +216,35 @@ def load_data(path: str | Path) -> tuple[Tensor, Tensor]:
     return X, y
 
 
+NAMED_DATA = ("cifar10", "mnist")
+"""Data sets ``--data`` may name instead of a file (read from ``--data-dir``, nothing downloaded)."""
+
+
+def load_named_data(spec: str, data_dir: str | Path | None = None) -> tuple[Tensor, Tensor]:
+    """``(X, y)`` of a named data set: ``NAME[:SPLIT[:N]]`` (``cifar10:test:1000``; defaults: the
+    test split, 1,000 examples), a class-balanced subset (seed 0) standardised per channel with the
+    statistics of that subset: images ``(N, C, H, W)`` float64, labels int64 class indices."""
+    from .data import DataError, balanced_subset, load_cifar10, load_mnist, standardize
+
+    parts = spec.split(":")
+    name, split, n = parts[0], (parts[1] if len(parts) > 1 else "test"), (parts[2] if len(parts) > 2 else "1000")
+    if name not in NAMED_DATA or len(parts) > 3:
+        raise MeasureError(f"--data {spec}: not a file, and not NAME[:SPLIT[:N]] with NAME one of {', '.join(NAMED_DATA)}")
+    if split not in ("train", "test"):
+        raise MeasureError(f"--data {spec}: the split must be train or test, got {split!r}")
+    if not n.isdigit() or int(n) < 1:
+        raise MeasureError(f"--data {spec}: N must be a positive integer, got {n!r}")
+    try:
+        images, labels = (load_cifar10 if name == "cifar10" else load_mnist)(data_dir, split)
+    except DataError as exc:
+        raise MeasureError(f"--data {spec}: {_one_line(exc)}") from None
+    if int(n) > len(labels):
+        raise MeasureError(f"--data {spec}: N = {n} but the {split} split holds {len(labels)} examples")
+    idx = balanced_subset(labels, int(n), seed=0)
+    X = standardize(images[idx], dtype=torch.float64).images
+    return X, torch.from_numpy(labels[idx]).to(torch.int64)
+
+
 def parse_metrics(metrics: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """``"sharpness,trace"`` (or a sequence) as a tuple of known metric names, in :data:`METRICS` order."""
     names = [m.strip() for m in metrics.split(",")] if isinstance(metrics, str) else list(metrics)
@@ -235,14 +265,19 @@ def prepare(
     *,
     metrics: str | tuple[str, ...] = ("sharpness",),
     dtype: str = "float64",
+    data_dir: str | Path | None = None,
 ) -> Problem:
-    """Load and check everything (module docstring); raises :class:`MeasureError` on bad input."""
+    """Load and check everything (module docstring); raises :class:`MeasureError` on bad input.
+
+    ``data`` is a file (``.pt``/``.npz``) or a named data set ``NAME[:SPLIT[:N]]`` read from
+    ``data_dir`` (:func:`load_named_data`)."""
     if loss not in LOSSES:
         raise MeasureError(f"--loss: unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     if dtype not in DTYPES:
         raise MeasureError(f"--dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
     chosen = parse_metrics(metrics)
-    X, y = load_data(data)
+    named = not Path(data).suffix and str(data).split(":")[0] in NAMED_DATA and not Path(data).exists()
+    X, y = load_named_data(str(data), data_dir) if named else load_data(data)
     net = build_model(model)
     if checkpoint is not None:
         load_checkpoint(net, checkpoint)

@@ -231,3 +231,62 @@ def test_bad_input_one_line_exit_2(user, model, checkpoint, data, loss, extra, m
     assert message in text, text
     assert len(text.splitlines()) == 1, text
     assert "Traceback" not in text
+
+
+def _write_idx(path, array, magic):
+    import struct
+
+    with open(path, "wb") as f:
+        f.write(struct.pack(">I", magic))
+        for dim in array.shape:
+            f.write(struct.pack(">I", dim))
+        f.write(array.astype(np.uint8).tobytes())
+
+
+def test_named_data_set_from_data_dir(tmp_path, monkeypatch):
+    # a tiny MNIST test split in IDX form: 30 images of 3 classes; --data mnist:test:12 reads a balanced
+    # subset of 12, standardised with its own statistics (checked by hand), and --json equals il.sharpness
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(30, 28, 28), dtype=np.uint8)
+    labels = np.arange(30) % 3
+    (tmp_path / "mnist").mkdir()
+    _write_idx(tmp_path / "mnist" / "t10k-images-idx3-ubyte", images, 2051)
+    _write_idx(tmp_path / "mnist" / "t10k-labels-idx1-ubyte", labels, 2049)
+    (tmp_path / "net.py").write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        def make():
+            torch.manual_seed(0)
+            return nn.Sequential(nn.Flatten(), nn.Linear(784, 3))
+    """))
+    result = _invoke([f"{tmp_path}/net.py:make", "--data", "mnist:test:12", "--data-dir", str(tmp_path),
+                      "--loss", "ce", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+
+    from implicitlab.data import balanced_subset
+    from implicitlab.measure import load_named_data
+
+    X, y = load_named_data("mnist:test:12", tmp_path)
+    idx = balanced_subset(labels, 12, seed=0)
+    pixels = images[idx].astype(np.float64) / 255.0
+    by_hand = (pixels - pixels.mean()) / pixels.std()
+    assert X.shape == (12, 1, 28, 28) and X.dtype == torch.float64
+    np.testing.assert_allclose(X[:, 0].numpy(), by_hand, rtol=1e-12, atol=1e-12)
+    assert y.tolist() == labels[idx].tolist() and sorted(np.bincount(y.numpy()).tolist()) == [4, 4, 4]
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import net
+    finally:
+        sys.path.remove(str(tmp_path))
+    ref = il.sharpness(net.make().eval().double(), "ce", X, y)
+    assert out["sharpness"]["value"] == pytest.approx(float(ref.values[0]), rel=1e-10)
+    assert out["problem"]["data"] == "mnist:test:12"
+
+    for spec, message in (("mnist:val", "the split must be train or test"), ("mnist:test:0", "positive integer"),
+                          ("mnist:test:31", "holds 30 examples"), ("fashion", "no such file, and not a named data set"),
+                          ("cifar10", "cifar10")):
+        bad = _invoke([f"{tmp_path}/net.py:make", "--data", spec, "--data-dir", str(tmp_path), "--loss", "ce"])
+        assert bad.exit_code == 2 and message in bad.output, (spec, bad.output)
+        assert "Traceback" not in bad.output and len(bad.output.strip().splitlines()) == 1, bad.output
