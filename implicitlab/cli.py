@@ -223,6 +223,8 @@ def sweep(
     threads: Annotated[int | None, typer.Option(help="torch CPU threads of the local backend (default: "
                                                 "torch's; pool and Ray workers use 1)")] = None,
     dry_run: Annotated[bool, typer.Option(help="validate and count the points, run nothing")] = False,
+    memory_check: Annotated[bool, typer.Option(help="refuse points whose estimated memory exceeds what is "
+                                               "available")] = True,
 ) -> None:
     """Run an experiment over a grid; every point is stored once, rerunning resumes."""
     from .sweep import expand, load_spec, run_sweep
@@ -247,6 +249,8 @@ def sweep(
         check_store(store_path(out))
     except ConfigError as exc:
         _fail(str(exc))
+    if memory_check:  # per point (one run); an ensemble of batched points needs more
+        _check_memory([(p.experiment, p.config) for p in points], resolve_device(device))
     if threads is not None:
         import torch
 

@@ -110,6 +110,15 @@ def test_a_config_too_big_for_the_machine_one_line_exit_2_nothing_written(tmp_pa
     assert not out.exists()
 
 
+def test_a_sweep_point_too_big_for_the_machine_is_refused_before_anything_runs(tmp_path):
+    spec = tmp_path / "big.yaml"
+    spec.write_text("experiment: mc2024-fig1\npreset: tiny\ngrid: {depth: [10, 10000000]}\n")
+    out = tmp_path / "results"
+    result = runner.invoke(app, ["sweep", str(spec), "--out", str(out)], env={"COLUMNS": "250"})
+    _one_line_exit_2(result, "mc2024-fig1: this config needs about")
+    assert "--no-memory-check" in result.output and not out.exists()
+
+
 def test_memory_estimate_covers_the_allocation_the_issue_saw():
     """`run mc2024-fig1 --set depth=100000` (quick) tried to allocate 80 GB: the Lanczos basis of the first step
     size's 2 × 10 runs, 200 vectors of D = 100000 · 5² float64 numbers. The estimate is at least that, and
