@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..config import ConfigError
 from . import demo, template
-from .claims import Claim
+from .claims import Claim, Control, Threshold
 from .experiment import Experiment, Progress, check_views, merged_run_batch
 from .marion_chizat2024 import alignment as mc2024_alignment
 from .marion_chizat2024 import fig1 as mc2024_fig1
@@ -65,4 +65,4 @@ def get(name: str) -> Experiment:
     return exps[name]
 
 
-__all__ = ["EXPERIMENTS", "Claim", "Experiment", "Progress", "experiments", "get", "merged_run_batch"]
+__all__ = ["EXPERIMENTS", "Claim", "Control", "Threshold", "Experiment", "Progress", "experiments", "get", "merged_run_batch"]

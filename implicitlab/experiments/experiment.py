@@ -21,7 +21,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..config import ConfigError
-from .claims import Claim
+from .claims import Claim, Threshold
 
 Progress = Callable[[float], None]
 """Called with the fraction of the experiment done, in [0, 1]."""
@@ -65,6 +65,8 @@ class Experiment:
     # memory a run of cfg needs at its peak, in bytes, where the config says (None: the config type's own
     # ``estimate_bytes()`` method, if it has one); checked by the CLI before a run (see needed_bytes)
     estimate_bytes: Callable[[Any], int] | None = None
+    # every number a verdict depends on, with its source (paper / exact / ours: why): shown in the report
+    thresholds: dict[str, Threshold] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if (self.view_of is None) != (self.derive is None):
