@@ -12,6 +12,16 @@ again (the old runs stay in the store; the newest run of a key is the one used).
 A view (``Experiment.view_of``) is no sweep point: its source's point is (once, also when only the
 view is selected), and the view's table is derived from the source's stored table, each time —
 nothing trains twice, and nothing of the view is stored.
+
+Claims say what kind of evidence they are (:mod:`implicitlab.experiments.claims`): the result
+counts them per kind (``counts``) and its headline counts predictions (``headline``). ``claims.json``
+holds, per experiment, the claim records (kind, verdict, measured, bound, seeds, rule, a
+prediction's control or control_reason) and the threshold table (``{name: {value, source}}``).
+``ok`` — what sets the exit code of ``implicitlab check`` — is false when a prediction or a
+consistency check (an identity) is refuted, or a run failed: a refuted prediction is a finding
+against the paper (or our reproduction of it), a refuted identity a bug in our code. An
+uninformative prediction, a claim without data and an observation do not set it: the page and
+the headline show them.
 """
 
 from __future__ import annotations
@@ -25,7 +35,8 @@ from pathlib import Path
 from .config import ConfigError, with_data_dir
 from .environment import code_fingerprint
 from .experiments import Claim, Experiment, experiments, get
-from .report import ReportEntry, write_report
+from .experiments.claims import count, headline
+from .report import ReportEntry, thresholds_table, write_report
 from .sweep.store import Store, store_path
 from .sweep.driver import run_sweep
 from .sweep.grid import points_for
@@ -48,8 +59,36 @@ class CheckResult:
         return [e.experiment for e in self.entries if e.stale]
 
     @property
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{kind: {verdict: n}}`` over every claim (:func:`implicitlab.experiments.claims.count`)."""
+        return count(self.claims)
+
+    @property
+    def headline(self) -> str:
+        """One line counting predictions first (:func:`implicitlab.experiments.claims.headline`)."""
+        return headline(self.claims)
+
+    @property
+    def failed(self) -> list[str]:
+        """Experiments whose run failed (no table: one placeholder claim without data)."""
+        return [e.experiment for e in self.entries if e.error]
+
+    @property
+    def refuted(self) -> list[tuple[str, dict]]:
+        """(experiment, claim) for every refuted prediction or identity (a refuted identity is a bug)."""
+        return [(e.experiment, c) for e in self.entries for c in e.claims
+                if c["verdict"] == "refuted" and c.get("kind", "prediction") in ("prediction", "identity")]
+
+    @property
+    def ok(self) -> bool:
+        """No prediction or identity is refuted and every run ran. Uninformative predictions, claims
+        without data and observations do not count against it (the page and headline show them)."""
+        return not self.refuted and not self.failed
+
+    @property
     def all_hold(self) -> bool:
-        return all(c["verdict"] == "holds" for c in self.claims)
+        """Every prediction holds or is uninformative, every identity holds, every run ran: ``ok``."""
+        return self.ok
 
 
 def select(only: str | None) -> list[Experiment]:
@@ -107,9 +146,11 @@ def check(
         if run_id is None:
             error = sweep.errors.get(p.key, "the run failed (see `implicitlab runs`)")
             failed = Claim("experiment ran", "the experiment runs to completion", "implicitlab", float("nan"), ">=",
-                           1.0, f"no stored result: {error}")
+                           1.0, "no stored result (see `implicitlab runs`)", kind="identity",
+                           no_data_reason=f"the run failed: {error}")
             entries.append(ReportEntry(exp.name, exp.title, exp.paper, preset, [failed.to_dict()], "<svg></svg>",
-                                       {}, {}, 0.0, exp.description))
+                                       {}, {}, 0.0, exp.description, thresholds=thresholds_table(exp.thresholds),
+                                       error=str(error)))
             continue
         record = store.run_record(run_id)
         env = record.get("environment") or {}
@@ -126,6 +167,7 @@ def check(
             figure_svg=_svg(exp.plot(table)), config=record.get("config") or {},
             environment=env, wall_time_s=wall,
             description=exp.description, reused=p.key in stored and not fresh,
+            thresholds=thresholds_table(exp.thresholds),
             stale=p.key in stored and not fresh and env.get("code_fingerprint") != current_code,
         ))
     page, claims_json = write_report(entries, Path(out))

@@ -109,17 +109,44 @@ def list_experiments() -> None:
     console.print(table)
 
 
-def claims_table(title: str, claims: list[Claim]) -> Table:
+VERDICT_COLOURS = {"holds": "green", "refuted": "red", "uninformative": "dark_orange", "no data": "cyan"}
+KIND_LABELS = {"prediction": "prediction", "identity": "check", "observation": "observation"}
+
+
+def claims_table(title: str, claims: list[Claim] | list[dict]) -> Table:
+    """The claims, predictions first, then consistency checks (identities), then observations: a
+    prediction's control (setting: measured → its verdict under the same rule) and the verdicts in
+    colour — uninformative (the control holds too) in orange, no data in cyan."""
+    from .experiments.claims import KINDS
+
+    rows = [c.to_dict() if isinstance(c, Claim) else c for c in claims]
+    rows.sort(key=lambda c: KINDS.index(c.get("kind", "prediction")))
     table = Table(title=title, show_lines=False, header_style="bold")
+    table.add_column("kind")
     table.add_column("claim")
     table.add_column("measured", justify="right")
     table.add_column("bound", justify="right")
+    table.add_column("seeds", justify="right")
+    table.add_column("control")
     table.add_column("verdict")
     table.add_column("source")
-    for c in claims:
-        colour = {"holds": "green", "refuted": "red"}.get(c.verdict, "yellow")
+
+    def num(x) -> str:
+        return "nan" if x is None else (f"{x:.4g}" if isinstance(x, (int, float)) else str(x))
+
+    for c in rows:
+        ctl = c.get("control")
+        if ctl:
+            # the control refuted is what a prediction needs (green); holding too makes it uninformative
+            colour = {"refuted": "green", "holds": "dark_orange"}.get(ctl["verdict"], "cyan")
+            control = f"{escape(ctl['setting'])}: {num(ctl['measured'])} → [{colour}]{ctl['verdict']}[/]"
+        else:
+            control = "no control" if c.get("kind", "prediction") == "prediction" else ""
+        verdict = c["verdict"]
         table.add_row(
-            c.name, f"{c.measured:.4g}", f"{c.relation} {c.bound:.4g}", f"[{colour}]{c.verdict}[/]", c.source
+            KIND_LABELS.get(c.get("kind", "prediction"), c.get("kind", "")), escape(c["name"]), num(c["measured"]),
+            f"{c['relation']} {num(c['bound'])}", str(c.get("seeds", 1)), control,
+            f"[{VERDICT_COLOURS.get(verdict, 'cyan')}]{verdict}[/]", escape(c["source"]),
         )
     return table
 
@@ -168,7 +195,6 @@ def run(
     _check_data(plans)
     torch.set_num_threads(threads)
 
-    all_hold = True
     outcomes = []
     for exp, cfg in plans:
         with Progress(
@@ -188,15 +214,18 @@ def run(
             made = (f"run {src} from the store" if isinstance(src, int)
                     else f"run {src.run_id}, made now [{src.wall_time_s:.1f} s]: {src.out_dir}/")
             console.print(f"  a view of the runs of {exp.view_of}: {made}", highlight=False)
-        all_hold &= all(c.holds for c in outcome.claims)
         outcomes.append(outcome)
     if len(outcomes) > 1:
         from .runner import write_summary
 
         path = write_summary(outcomes, out / f"report-{preset}.md")
         console.print(f"summary of every claim: {path}", highlight=False)
-    if not all_hold:
-        console.print("[yellow]some claims do not hold (see the tables above)[/]")
+    from .experiments.claims import headline
+
+    everything = [c.to_dict() for o in outcomes for c in o.claims]
+    console.print(headline(everything), highlight=False)
+    if any(c["verdict"] == "refuted" and c["kind"] != "observation" for c in everything):
+        console.print("[yellow]some predictions or consistency checks are refuted (see the tables above)[/]")
 
 
 def _bar() -> Progress:
@@ -388,7 +417,8 @@ def check_command(
     retry_failed: Annotated[bool, typer.Option(help="rerun experiments whose stored run failed")] = False,
     fresh: Annotated[bool, typer.Option(help="rerun every experiment, even when a run is stored (e.g. after "
                                         "changing the code; stored runs are kept)")] = False,
-    fail_on_refuted: Annotated[bool, typer.Option(help="exit 1 when a claim does not hold")] = True,
+    fail_on_refuted: Annotated[bool, typer.Option(help="exit 1 when a prediction or a consistency check "
+                                                  "is refuted, or a run failed")] = True,
     threads: Annotated[int, typer.Option(help="torch CPU threads of the local backend")] = 1,
     data_dir: Annotated[Path | None, typer.Option(envvar="IMPLICITLAB_DATA", help="data root (CIFAR-10, MNIST); "
                                                   "default ../shared/data, else ./data")] = None,
@@ -424,20 +454,17 @@ def check_command(
                           highlight=False)
         raise typer.Exit(code=130) from None
     for e in result.entries:
-        claims = [Claim(**{k: c[k] for k in ("name", "statement", "source", "relation", "bound", "basis")},
-                        measured=float("nan") if c["measured"] is None else c["measured"]) for c in e.claims]
         reused = (", reused — made by other code, rerun with --fresh" if e.stale
                   else ", reused" if e.reused else "")
         console.print(claims_table(f"{e.experiment} — {get_experiment(e.experiment).paper}  "
-                                   f"[{e.wall_time_s:.1f} s{reused}]", claims))
-    n = len(result.claims)
-    held = sum(c["verdict"] == "holds" for c in result.claims)
-    console.print(f"{held} of {n} claims hold ({result.wall_time_s:.1f} s) — report: {result.report}, "
-                  f"claims: {result.claims_json}", highlight=False)
+                                   f"[{e.wall_time_s:.1f} s{reused}]", e.claims))
+    console.print(f"report: {result.report}, claims: {result.claims_json} ({result.wall_time_s:.1f} s)",
+                  highlight=False)
+    console.print(result.headline, highlight=False)
     if result.stale:
         err_console.print(f"warning: {len(result.stale)} reused runs were made by other code than the current "
                           f"({', '.join(result.stale)}); `implicitlab check --fresh` reruns them", highlight=False)
-    if fail_on_refuted and not result.all_hold:
+    if fail_on_refuted and not result.ok:
         raise typer.Exit(code=1)
 
 
