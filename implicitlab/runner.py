@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .config import config_hash, config_to_dict
+from .config import ConfigError, config_hash, config_to_dict
 from .environment import code_fingerprint, environment
 from .experiments import Claim, Experiment, get
 from .experiments import Progress
@@ -109,19 +109,54 @@ def run_experiment(
 
 
 def write_summary(outcomes: list[RunOutcome], path: Path) -> Path:
-    """A Markdown summary: per experiment, its figure and the claims table (measured vs bound)."""
-    lines = ["# implicitlab — claims", ""]
-    total = sum(len(o.claims) for o in outcomes)
-    held = sum(c.holds for o in outcomes for c in o.claims)
-    lines += [f"{held} of {total} claims hold; the others are refuted by the numbers shown.", ""]
+    """A Markdown summary: the headline (predictions counted apart), then per experiment its figure
+    and its claims split by kind — predictions with their control (or why none), consistency checks
+    (identities), observations — and its threshold table."""
+    from .experiments.claims import KINDS, headline
+
+    def num(x) -> str:
+        return "—" if x is None else (f"{x:.4g}" if isinstance(x, (int, float)) else str(x))
+
+    def cell(text) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    sections = {"prediction": "Predictions", "identity": "Consistency checks (identities: checks of our code)",
+                "observation": "Observations (ours)"}
+    everything = [c.to_dict() for o in outcomes for c in o.claims]
+    lines = ["# implicitlab — claims", "", headline(everything) + ".", "",
+             "A prediction whose control (the same measurement and rule where it should not hold) holds too is "
+             "**uninformative**: it could not have failed.", ""]
     for o in outcomes:
         rel = o.out_dir.relative_to(path.parent) if o.out_dir.is_relative_to(path.parent) else o.out_dir
-        lines += [f"## {o.experiment} ({o.preset}, {o.wall_time_s:.1f} s)", "", f"![figure]({rel}/figure.svg)", "",
-                  "| claim | measured | bound | verdict | source |", "|---|---|---|---|---|"]
-        for c in o.claims:
-            lines.append(f"| {c.name} | {c.measured:.4g} | {c.relation} {c.bound:.4g} | "
-                         f"{'**' + c.verdict + '**' if not c.holds else c.verdict} | {c.source} |")
-        lines.append("")
+        lines += [f"## {o.experiment} ({o.preset}, {o.wall_time_s:.1f} s)", "", f"![figure]({rel}/figure.svg)", ""]
+        claims = [c.to_dict() for c in o.claims]
+        for kind in KINDS:
+            of_kind = [c for c in claims if c["kind"] == kind]
+            if not of_kind:
+                continue
+            head = ["claim", "measured", "bound", "seeds · rule"] + (["control"] if kind == "prediction" else []) + [
+                "verdict", "source"]
+            lines += [f"### {sections[kind]}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for c in of_kind:
+                verdict = c["verdict"] if c["verdict"] == "holds" else f"**{c['verdict']}**"
+                if c["verdict"] == "no data":
+                    verdict += f" ({c['no_data_reason']})"
+                row = [c["name"], num(c["measured"]), f"{c['relation']} {num(c['bound'])}", f"{c['seeds']} · {c['rule']}"]
+                if kind == "prediction":
+                    k = c.get("control")
+                    row.append(f"{k['setting']}: {num(k['measured'])} → {k['verdict']}" if k
+                               else f"none: {c['control_reason']}")
+                row += [verdict, c["source"]]
+                lines.append("| " + " | ".join(cell(x) for x in row) + " |")
+            lines.append("")
+        try:
+            thresholds = get(o.experiment).thresholds
+        except ConfigError:  # an experiment no longer listed: its claims still stand
+            thresholds = {}
+        if thresholds:
+            lines += ["### Thresholds", "", "| threshold | value | source |", "|---|---|---|"]
+            lines += [f"| {cell(name)} | {num(t.value)} | {cell(t.source)} |" for name, t in thresholds.items()]
+            lines.append("")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
     return path
