@@ -1,4 +1,8 @@
-"""`implicitlab check`: resumable, a refuted claim shows red and sets the exit code (unless told not to)."""
+"""`implicitlab check`: resumable, a refuted claim shows red and sets the exit code (unless told not to);
+the exit code fires on a refuted prediction or identity or a failed run, not on an uninformative
+prediction; the headline counts predictions; claims.json carries each experiment's thresholds."""
+
+import json
 
 from dataclasses import dataclass
 
@@ -8,7 +12,7 @@ from typer.testing import CliRunner
 
 from implicitlab.cli import app
 import implicitlab.experiments
-from implicitlab.experiments import Claim, Experiment
+from implicitlab.experiments import Claim, Control, Experiment, Threshold
 from implicitlab.plots import figure
 
 runner = CliRunner()
@@ -33,7 +37,7 @@ def _plot(table):
 
 def _claims(table):
     return [Claim("deliberately failing", "y stays below 1", "a test", float(table.y.max()), "<=", 1.0,
-                  "a test experiment's claim that the numbers refute")]
+                  "a test experiment's claim that the numbers refute", control=Control("y doubled", 4.0))]
 
 
 @pytest.fixture
@@ -51,7 +55,7 @@ def test_refuted_claim_is_red_sets_exit_code_and_reruns_reuse_the_store(tmp_path
     result = runner.invoke(app, ["check", "--preset", "tiny", "--only", failing_experiment, "--out", str(out)],
                            env={"COLUMNS": "250"})
     assert result.exit_code == 1, result.output
-    assert "refuted" in result.output and "0 of 1 claims hold" in result.output
+    assert "refuted" in result.output and "0 of 1 predictions hold, 1 refuted" in result.output
     page = (out / "report.html").read_text()
     assert "<tr class='refuted'><td class='claim'>deliberately failing" in page and ">2<" in page
     assert (out / "claims.json").exists()
@@ -90,3 +94,84 @@ def test_runs_made_by_other_code_are_flagged_and_fresh_reruns(tmp_path, failing_
     again = runner.invoke(app, args, env={"COLUMNS": "250"})  # the newest run is the one reused
     assert again.exit_code == 0 and CALLS["n"] == 2 and "reused" in again.output and "other code" not in again.output
     backends._environment.cache_clear()
+
+
+def _experiment(monkeypatch, name, claims, run=_run, thresholds=None):
+    exp = Experiment(name, "a test experiment", "Test paper", FailingConfig, {"tiny": FailingConfig()},
+                     run, _plot, claims, tags=("demo",), thresholds=thresholds or {})
+    monkeypatch.setattr(implicitlab.experiments, "EXPERIMENTS", implicitlab.experiments.EXPERIMENTS + (exp,))
+    return name
+
+
+def _check(tmp_path, name):
+    out = tmp_path / "results"
+    result = runner.invoke(app, ["check", "--preset", "tiny", "--only", name, "--out", str(out)],
+                           env={"COLUMNS": "250"})
+    return result, json.loads((out / "claims.json").read_text())
+
+
+def _claim(kind="prediction", measured=0.5, control=None, **kw):
+    return Claim(f"a {kind}", "y stays below 1", "a test", measured, "<=", 1.0, "max of y", kind=kind,
+                 control=control, **kw)
+
+
+def test_uninformative_prediction_is_flagged_but_does_not_fail_the_check(tmp_path, monkeypatch):
+    name = _experiment(monkeypatch, "test-uninformative", lambda t: [
+        _claim(control=Control("y halved", 0.25)),  # the control holds too: uninformative
+        _claim(kind="identity", measured=0.0),
+        _claim(kind="observation", measured=2.0),  # a refuted observation is ours: no exit code
+    ], thresholds={"bound": Threshold(1.0, "ours: a test bound")})
+    result, records = _check(tmp_path, name)
+    assert result.exit_code == 0, result.output
+    assert ("0 of 1 predictions hold, 1 uninformative (their control holds too); consistency checks: 1 of 1 hold; "
+            "observations: 0 of 1 hold") in result.output
+    assert "uninformative" in result.output and "y halved: 0.25 → holds" in result.output
+    assert "check" in result.output and "observation" in result.output  # the kind column
+    (rec,) = records
+    assert rec["thresholds"] == {"bound": {"value": 1.0, "source": "ours: a test bound"}}
+    by_kind = {c["kind"]: c for c in rec["claims"]}
+    assert by_kind["prediction"]["verdict"] == "uninformative" and by_kind["prediction"]["uninformative"] is True
+    assert by_kind["prediction"]["control"] == {"setting": "y halved", "measured": 0.25, "verdict": "holds",
+                                                "note": ""}
+    for c in rec["claims"]:
+        assert {"kind", "verdict", "measured", "bound", "seeds", "rule"} <= set(c)
+    assert "<tr class='uninformative'><td class='claim'>a prediction" in (tmp_path / "results" / "report.html").read_text()
+
+
+def test_refuted_prediction_sets_the_exit_code(tmp_path, monkeypatch):
+    name = _experiment(monkeypatch, "test-refuted-prediction", lambda t: [
+        _claim(measured=2.0, control=Control("y halved", 0.25)),
+        _claim(kind="identity", measured=0.0),
+    ])
+    result, _ = _check(tmp_path, name)
+    assert result.exit_code == 1, result.output
+    assert "0 of 1 predictions hold, 1 refuted; consistency checks: 1 of 1 hold" in result.output
+
+
+def test_refuted_identity_sets_the_exit_code(tmp_path, monkeypatch):
+    name = _experiment(monkeypatch, "test-refuted-identity", lambda t: [
+        _claim(control=Control("y doubled", 4.0)),
+        _claim(kind="identity", measured=2.0),  # a bug in our code
+    ])
+    result, _ = _check(tmp_path, name)
+    assert result.exit_code == 1, result.output
+    assert "1 of 1 predictions hold; consistency checks: 0 of 1 hold" in result.output
+
+
+def test_prediction_without_data_keeps_its_place_and_a_failed_run_fails(tmp_path, monkeypatch):
+    name = _experiment(monkeypatch, "test-no-data", lambda t: [
+        _claim(measured=float("nan"), control_reason="no contrast", no_data_reason="no run converged")])
+    result, records = _check(tmp_path, name)
+    assert result.exit_code == 0, result.output
+    assert "0 of 1 predictions hold, 1 without data" in result.output
+    assert records[0]["claims"][0]["no_data_reason"] == "no run converged"
+
+    def boom(cfg, *, device=None, progress=None):
+        raise RuntimeError("the run blew up")
+
+    broken = _experiment(monkeypatch, "test-broken", _claims, run=boom)
+    result, records = _check(tmp_path / "b", broken)
+    assert result.exit_code == 1, result.output
+    (placeholder,) = records[0]["claims"]
+    assert placeholder["kind"] == "identity" and placeholder["verdict"] == "no data"
+    assert "the run blew up" in placeholder["no_data_reason"] and "the run blew up" in records[0]["error"]
