@@ -165,3 +165,43 @@ def test_a_run_leaves_no_figure_open(tmp_path):
     exp = get("sweep-demo")
     run_experiment(exp, replace(exp.preset("tiny"), num_steps=5, num_probes=2), preset=None, out=tmp_path, device=CPU)
     assert plt.get_fignums() == []
+
+
+def test_summary_splits_claims_by_kind_with_controls_and_thresholds(tmp_path, monkeypatch):
+    import implicitlab.experiments
+    from implicitlab.experiments import Control, Threshold
+    from implicitlab.runner import write_summary
+
+    base = get("sweep-demo")
+    exp = replace(base, name="summary-demo", thresholds={"bound | cap": Threshold(1.0, "ours: a test bound")})
+    monkeypatch.setattr(implicitlab.experiments, "EXPERIMENTS", implicitlab.experiments.EXPERIMENTS + (exp,))
+    claims = [
+        Claim("margin grows", "s", "Paper, Thm 3", 0.5, "<=", 1.0, control=Control("square loss", 3.0), seeds=3,
+              rule="holds on ≥ 2 of 3 seeds"),
+        Claim("loss falls", "s", "Paper", 0.5, "<=", 1.0, control=Control("random labels", 0.2)),
+        Claim("converges", "s", "Paper", float("nan"), "<=", 1.0, control_reason="no contrast exists",
+              no_data_reason="no run converged"),
+        Claim("rank", "s", "Paper, Thm 4", 2.0, "<=", 1e-9, kind="identity"),
+        Claim("smooth", "s", "ours", 0.3, "<=", 1.0, kind="observation"),
+    ]
+    table = pd.DataFrame({"x": [0.0]})
+    outcomes = [RunOutcome("summary-demo", "tiny", 1, tmp_path / "summary-demo" / "tiny", table, claims, 1.5),
+                RunOutcome("not-listed", "tiny", 2, tmp_path / "not-listed" / "tiny", table, claims[:1], 0.5)]
+    text = write_summary(outcomes, tmp_path / "report-tiny.md").read_text()
+    lines = text.splitlines()
+    assert lines[2] == ("2 of 4 predictions hold, 1 uninformative (their control holds too), 1 without data; "
+                        "consistency checks: 0 of 1 hold; observations: 1 of 1 hold.")
+    section = text[text.index("## summary-demo"):text.index("## not-listed")]
+    order = [section.index(h) for h in ("### Predictions", "### Consistency checks", "### Observations",
+                                        "### Thresholds")]
+    assert order == sorted(order)
+    assert "| claim | measured | bound | seeds · rule | control | verdict | source |" in section
+    assert ("| margin grows | 0.5 | <= 1 | 3 · holds on ≥ 2 of 3 seeds | square loss: 3 → refuted | holds | "
+            "Paper, Thm 3 |") in section
+    assert "| loss falls | 0.5 | <= 1 | 1 · one run | random labels: 0.2 → holds | **uninformative** | Paper |" in section
+    assert "| none: no contrast exists | **no data** (no run converged) |" in section
+    predictions = section[:section.index("### Consistency checks")]
+    assert "rank" not in predictions and "smooth" not in predictions
+    assert "| rank | 2 | <= 1e-09 | 1 · one run | **refuted** | Paper, Thm 4 |" in section  # no control column
+    assert "| bound \\| cap | 1 | ours: a test bound |" in section  # a pipe in a cell is escaped
+    assert "### Thresholds" not in text[text.index("## not-listed"):]
