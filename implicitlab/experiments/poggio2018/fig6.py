@@ -44,7 +44,7 @@ from ...config import require, require_positive
 from ...data.synthetic import chebyshev_nodes, polynomial_features, sine_target
 from ...references import min_norm_solution
 from ...references.min_norm_exact import monomial_min_norm_exact
-from ..claims import Claim
+from ..claims import Claim, Control, Threshold
 from ..experiment import Experiment
 
 SOURCE = "Poggio et al. 2018"
@@ -193,6 +193,36 @@ _LABEL = {"monomial_exact": "monomials, exact min-norm", "monomial_float64": "mo
           "chebyshev": "Chebyshev basis", "legendre": "Legendre basis"}
 
 
+OVERFIT_RISE = 1e-6  # the rise that counts as overfitting, in units of the targets' mean square
+THRESHOLDS = {
+    "overfit_rise": Threshold(
+        OVERFIT_RISE,
+        "ours, set with the numbers in view (the rises are 4e-3 … 0.7, the training-point control's ~1e-29): "
+        "a rise of the test MSE by a millionth of the targets' mean square — above float64 rounding (~1e-30, "
+        "where the orthogonal bases' and every training-point loss sit) and above the float64 pinv's own "
+        "fitting residual (≤ 1e-7), so a rounding wiggle cannot count as overfitting"),
+    "interpolation": Threshold(1e-12, "ours: a residual RMS at most 1e-6 of the targets' RMS, far above the "
+                                      "rounding of a float64 fit with cond(Φ) ≤ 1e6 (~1e-20)"),
+    "float64_vs_exact": Threshold(0.01, "ours: 1% of the targets' mean square between the float64 and exact curves"),
+    "certified": Threshold(1e-6, "ours: the exact curve's test MSE agrees to 1e-6 relative between the two "
+                                 "working precisions"),
+}
+
+
+def _rise(g: pd.DataFrame, column: str, n: int) -> tuple[float, pd.Series, pd.Series]:
+    """The overfitting statistic: (loss at the largest p − the smallest loss over n ≤ p < p_max) ÷ the
+    targets' mean square, for ``column`` (test or train loss). The minimum leaves p_max out: with it in, the
+    statistic was ≥ 0 by construction and any rounding wiggle made it pass."""
+    g = g.sort_values("p")
+    last = g.iloc[-1]
+    before = g[(g.p >= n) & (g.p < last.p)]
+    if before.empty:
+        return float("nan"), last, last
+    best = before.loc[before[column].idxmin()]
+    ms = float(g.target_mean_square.iloc[0])
+    return float((last[column] - best[column]) / ms), last, best
+
+
 def claims(table: pd.DataFrame) -> list[Claim]:
     out: list[Claim] = []
     loss = table[table.section == "loss"]
@@ -203,26 +233,49 @@ def claims(table: pd.DataFrame) -> list[Claim]:
         over = g[g.p >= n]
         if over.empty:
             continue
-        best = over.loc[over.test_mse.idxmin()]
-        last = g.iloc[-1]
+        rise, last, best = _rise(g, "test_mse", n)
+        rise_train, _, _ = _rise(g, "train_mse", n)
         out.append(Claim(
             name=f"{method}: the min-norm solution eventually overfits",
             statement="the test loss of the minimum-norm solution rises with the number of monomials past the "
                       "interpolation threshold",
             source=f"{SOURCE}, Fig. 6 and Appendix 9",
-            measured=float(last.test_mse / best.test_mse), relation=">", bound=1.0,
-            basis=f"{_LABEL[method]}: test MSE at p = {int(last.p)} ({last.test_mse:.3g}) ÷ its minimum over "
-                  f"p ≥ n = {n} "
-                  f"({best.test_mse:.3g} at p = {int(best.p)}); the targets' mean square is {ms:.3g}",
+            measured=rise, relation=">", bound=OVERFIT_RISE,
+            basis=f"{_LABEL[method]}: (test MSE at p = {int(last.p)} ({last.test_mse:.3g}) − its minimum over "
+                  f"n = {n} ≤ p < {int(last.p)} ({best.test_mse:.3g} at p = {int(best.p)})) ÷ the targets' mean "
+                  f"square {ms:.3g}; > {OVERFIT_RISE:g} (threshold table: overfit_rise)",
+            kind="prediction",
+            control=Control(
+                setting="the same statistic on the training points instead of the test points",
+                measured=rise_train,
+                note="past n the min-norm solution interpolates: its loss on the training points cannot rise "
+                     "beyond rounding, so the rule must refute there (the old rule, end ÷ a minimum that "
+                     "included the end > 1, passed on any rounding wiggle)"),
+            rule="one deterministic curve (no seeds)",
+            no_data_reason="no size between n and the largest p" if not np.isfinite(rise) else "",
         ))
-        out.append(Claim(
-            name=f"{method}: the computed solution interpolates (p ≥ n)",
-            statement="past the interpolation threshold the minimum-norm solution fits the training data",
-            source=f"{SOURCE}, Fig. 6 (train loss)",
-            measured=float(over.train_mse.max() / ms), relation="<=", bound=1e-12,
-            basis="max over p ≥ n of train MSE ÷ the targets' mean square; ≤ 1e-12 (ours): a residual RMS at most "
-                  "1e-6 of the targets' RMS, far above the rounding of a float64 fit with cond(Φ) ≤ 1e6 (~1e-20)",
-        ))
+        interp = float(over.train_mse.max() / ms)
+        if method == "monomial_float64":
+            out.append(Claim(
+                name=f"{method}: the computed solution interpolates (p ≥ n)",
+                statement="the float64 SVD pseudo-inverse of the monomial matrix fits the training data past the "
+                          "interpolation threshold (it drops singular values under max(n, p)·eps·σ_max)",
+                source="implicitlab (float64 numerics of the Fig. 6 setting)",
+                measured=interp, relation="<=", bound=1e-12, kind="observation",
+                basis=f"max over p ≥ n of train MSE ÷ the targets' mean square; ≤ 1e-12 (threshold table: "
+                      f"interpolation); numerical rank at p = {int(last.p)}: {int(last['rank'])} of "
+                      f"{int(last.full_rank)}",
+            ))
+        else:
+            out.append(Claim(
+                name=f"{method}: the computed solution interpolates (p ≥ n)",
+                statement="past the interpolation threshold the minimum-norm solution fits the training data "
+                          "(Φ has full row rank: an identity, checked on our solver)",
+                source=f"{SOURCE}, Fig. 6 (train loss)",
+                measured=interp, relation="<=", bound=1e-12, kind="identity",
+                basis="max over p ≥ n of train MSE ÷ the targets' mean square; ≤ 1e-12 (threshold table: "
+                      "interpolation)",
+            ))
     exact = loss[loss.method == "monomial_exact"].set_index("p")
     f64 = loss[loss.method == "monomial_float64"].set_index("p")
     if len(exact):
@@ -235,19 +288,24 @@ def claims(table: pd.DataFrame) -> list[Claim]:
             source=f"{SOURCE}, Fig. 6 caption",
             measured=float(diff.max()), relation="<=", bound=0.01,
             basis=f"max over the {len(common)} exact sizes of |test MSE(float64 pinv) − test MSE(exact)| ÷ the "
-                  f"targets' mean square; ≤ 1% (ours). Worst at p = {worst}: {f64.test_mse[worst]:.3g} vs "
-                  f"{exact.test_mse[worst]:.3g} "
+                  f"targets' mean square; ≤ 1% (threshold table: float64_vs_exact). Worst at p = {worst}: "
+                  f"{f64.test_mse[worst]:.3g} vs {exact.test_mse[worst]:.3g} "
                   f"(float64 numerical rank {int(f64['rank'][worst])} of {int(f64.full_rank[worst])}; cond(Φ) ≥ "
                   f"{exact.condition[worst]:.2g})",
+            kind="prediction",
+            control_reason="the paper's contrast (equispaced nodes, where the errors would be 'exaggerated') needs "
+                           "a second high-precision sweep that would double the run, and a control can only make a "
+                           "holding prediction uninformative: this one is refuted at Chebyshev nodes already",
+            rule="one deterministic curve (no seeds)",
         ))
         out.append(Claim(
             name="the high-precision reference is certified",
             statement="the exact curve does not depend on the working precision",
             source="implicitlab (mpmath reference in references/min_norm_exact.py)",
-            measured=float(exact.certified_rel_diff.max()), relation="<=", bound=1e-6,
+            measured=float(exact.certified_rel_diff.max()), relation="<=", bound=1e-6, kind="identity",
             basis=f"max over the {len(exact)} sizes of the relative change of the test MSE between "
                   f"{int(exact.dps_low.iloc[0])} "
-                  f"and {int(exact.dps.iloc[0])} decimal digits; agreement to 1e-6 (ours) certifies the digits shown",
+                  f"and {int(exact.dps.iloc[0])} decimal digits; agreement to 1e-6 (threshold table: certified)",
         ))
     return out
 
@@ -300,4 +358,5 @@ EXPERIMENT = Experiment(
     plot=plot,
     claims=claims,
     description=__doc__ or "",
+    thresholds=THRESHOLDS,
 )
