@@ -123,7 +123,7 @@ def claims_table(title: str, claims: list[Claim] | list[dict]) -> Table:
     rows.sort(key=lambda c: KINDS.index(c.get("kind", "prediction")))
     table = Table(title=title, show_lines=False, header_style="bold")
     table.add_column("kind")
-    table.add_column("claim")
+    table.add_column("claim", min_width=min(40, max((len(c["name"]) for c in rows), default=5)))  # names whole
     table.add_column("measured", justify="right")
     table.add_column("bound", justify="right")
     table.add_column("seeds", justify="right")
