@@ -4,9 +4,10 @@ kind by kind; (b) each prediction fed a table from its control setting is refute
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from implicitlab.experiments.poggio2018 import fig6
+from implicitlab.experiments.poggio2018 import fig4, fig6
 
 # ----------------------------------------------------------------------------- fig6
 
@@ -49,3 +50,59 @@ def test_fig6_overfitting_is_refuted_on_the_control_setting(fig6_tiny):
     for c in fig6.claims(control):
         if c.name.endswith("eventually overfits"):
             assert c.verdict == "refuted", (c.name, c.measured)
+
+
+# ----------------------------------------------------------------------------- fig4
+
+
+
+@pytest.fixture(scope="module")
+def fig4_tiny():
+    table = fig4.run(fig4.PRESETS["tiny"])
+    return table, {c.name: c for c in fig4.claims(table)}
+
+
+FIG4_TINY = {  # suffix: {basis: (kind, verdict, control verdict)}
+    "train error returns to ≈0 after each perturbation": {"monomial": ("prediction", "refuted", "refuted"),
+                                                          "chebyshev": ("prediction", "holds", "refuted")},
+    "… to machine precision (Fig. 4 caption)": {"monomial": ("prediction", "refuted", "refuted"),
+                                                "chebyshev": ("prediction", "holds", "refuted")},
+    "‖P_null w‖² grows like a random walk": {"monomial": ("identity", "holds", None),
+                                             "chebyshev": ("identity", "holds", None)},
+    # tiny: 20k iterations do not converge the unperturbed monomial runs, whose ‖w‖ grows as they converge
+    "‖w‖ grows with the perturbations": {"monomial": ("prediction", "uninformative", "holds"),
+                                         "chebyshev": ("prediction", "holds", "refuted")},
+    "test error rises with perturbations": {"monomial": ("prediction", "refuted", "refuted"),
+                                            "chebyshev": ("prediction", "holds", "refuted")},
+    "the rise is the null-space walk's": {"monomial": ("identity", "holds", None),
+                                          "chebyshev": ("identity", "holds", None)},
+    "control: test error stays put without perturbations": {"monomial": ("prediction", "holds", "refuted"),
+                                                             "chebyshev": ("prediction", "holds", "refuted")},
+}
+
+
+def test_fig4_tiny_verdicts(fig4_tiny):
+    _, found = fig4_tiny
+    expected = {f"{b}: {s}": v for s, per in FIG4_TINY.items() for b, v in per.items()}
+    assert set(found) == set(expected)
+    for name, (kind, verdict, control) in expected.items():
+        c = found[name]
+        assert (c.kind, c.verdict, c.control_verdict) == (kind, verdict, control), (name, c.measured)
+
+
+def test_fig4_rise_predictions_are_refuted_without_perturbations():
+    # the control setting in the perturbed slot: perturbations of 1e-12 (none, in effect), Chebyshev features
+    # (converged within each phase): neither ‖w‖ nor the test error may be said to rise
+    cfg = dataclasses.replace(fig4.PRESETS["tiny"], bases=("chebyshev",), perturb_std=1e-12)
+    found = {c.name: c for c in fig4.claims(fig4.run(cfg))}
+    assert found["chebyshev: ‖w‖ grows with the perturbations"].verdict == "refuted"
+    assert found["chebyshev: test error rises with perturbations"].verdict == "refuted"
+
+
+def test_fig4_stays_put_is_refuted_with_perturbations(fig4_tiny):
+    table, _ = fig4_tiny
+    swapped = table[table.setting == "perturbed"]
+    swapped = pd.concat([swapped, swapped.assign(setting="control")], ignore_index=True)
+    found = {c.name: c for c in fig4.claims(swapped)}
+    for basis in ("monomial", "chebyshev"):
+        assert found[f"{basis}: control: test error stays put without perturbations"].verdict == "refuted"
