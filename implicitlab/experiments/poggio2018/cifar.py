@@ -16,7 +16,10 @@ statistics for the claims. They train and evaluate with :mod:`implicitlab.train.
 - **Models** (:func:`build_model`, :func:`kaiming_init_`, :func:`param_norm`): seeded
   initialisation, He-normal by default; the L2 norm of all parameters that Fig. 5 plots.
 - **Config checks** (:func:`check_training_fields`) and **statistics for the claims**
-  (:func:`binomial_se`, :func:`permutation_error_sd`; ``Z``, ``FIT_ERROR``, ``CHANCE_ERROR``).
+  (:func:`binomial_se`, :func:`permutation_error_sd`, :func:`normal_sf`, :func:`holm`; ``Z``,
+  ``Z_95``, ``FIT_ERROR``, ``CHANCE_ERROR``) and the **rule across seeds** (:func:`majority`,
+  :func:`seed_rule_claim`: a claim measured on each seed holds when it holds on a majority of them;
+  its control is counted the same way).
 
 Randomness never touches the global generators: the model is initialised inside
 ``torch.random.fork_rng`` from a seed (on the CPU, then moved, so CPU and CUDA runs start from the
@@ -24,7 +27,8 @@ same weights).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,11 +44,17 @@ from ...data import (
     standardize,
 )
 from ...seeds import derive_seed
+from ..claims import Claim, Control, Relation, compare
 
 __all__ = [
     "CifarArrays",
     "CifarTensors",
+    "SeedResult",
     "binomial_se",
+    "holm",
+    "majority",
+    "normal_sf",
+    "seed_rule_claim",
     "build_model",
     "check_training_fields",
     "kaiming_init_",
@@ -60,6 +70,7 @@ CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000  # images per split
 CHANCE_ERROR = 1 - 1 / NUM_CLASSES  # error of a predictor independent of the labels, balanced classes
 FIT_ERROR = 0.01  # "zero training error" in the claims: at most 1% of the training set misclassified (ours)
 Z = 2.0  # a difference counts when it exceeds 2 standard errors (one-sided p ≈ 0.023)
+Z_95 = 1.6448536269514722  # one-sided 95% normal quantile: the equivalence (TOST) bounds
 
 
 @dataclass(frozen=True)
@@ -234,3 +245,79 @@ def permutation_error_sd(confusion: np.ndarray) -> float:
     a = c / max(c.sum(), 1.0)
     d = a - a.mean(axis=1, keepdims=True) - a.mean(axis=0, keepdims=True) + a.mean()
     return float(np.sqrt((d * d).sum() / (k - 1)))
+
+
+def normal_sf(z: float) -> float:
+    """One-sided p-value of a standard normal statistic, P(Z ≥ z)."""
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (Holm 1979), in the input order: controls the family-wise
+    error of "at least one of these differences is real" at the level they are compared with."""
+    p = [float(v) for v in pvalues]
+    k = len(p)
+    adjusted = [math.nan] * k
+    running = 0.0
+    for rank, i in enumerate(sorted(range(k), key=lambda j: p[j])):
+        running = max(running, min(1.0, (k - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+# --------------------------------------------------------------------------- the rule across seeds
+
+
+def majority(k: int) -> int:
+    """Seeds a claim must hold on out of ``k``: more than half (2 of 3, 3 of 4, 1 of 1)."""
+    return k // 2 + 1
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """One seed's measurement of a claim: ``measured relation bound`` (per-seed bound: its own SEs)."""
+
+    seed: int
+    measured: float
+    bound: float
+
+    def holds(self, relation: Relation) -> bool:
+        return compare(self.measured, relation, self.bound)
+
+
+def _per_seed(results: Sequence[SeedResult], relation: Relation, fmt: str) -> str:
+    return "; ".join(f"seed {r.seed}: {r.measured:{fmt}} {relation} {r.bound:{fmt}} "
+                     f"({'holds' if r.holds(relation) else 'fails'})" for r in results)
+
+
+def seed_rule_claim(
+    *, name: str, statement: str, source: str, relation: Relation, results: Sequence[SeedResult],
+    basis: str, control_results: Sequence[SeedResult] | None = None, control_setting: str = "",
+    control_note: str = "", control_reason: str = "", fmt: str = ".4g", no_data_reason: str = "",
+) -> Claim:
+    """A prediction measured on each of k seeds, counted: ``measured`` = seeds on which
+    ``measured_s relation bound_s`` holds, it must be ≥ :func:`majority` (k). The control, when
+    given, is the same per-seed test in the control setting, counted the same way (so the
+    framework's "same relation and bound" is the same rule). A seed whose number is not finite
+    counts as not holding; no finite seed at all: no data."""
+    k = len(results)
+    finite = [r for r in results if math.isfinite(r.measured) and math.isfinite(r.bound)]
+    measured = float(sum(r.holds(relation) for r in finite)) if finite else math.nan
+    need = majority(k) if k else 1
+    rule = f"holds on ≥ {need} of {k} seeds" if k > 1 else "one run"
+    control = None
+    if control_results is not None:
+        cf = [r for r in control_results if math.isfinite(r.measured) and math.isfinite(r.bound)]
+        control = Control(
+            setting=control_setting,
+            measured=float(sum(r.holds(relation) for r in cf)) if cf else math.nan,
+            note=(control_note + " " if control_note else "") + "Seeds on which it holds there: "
+                 + (_per_seed(control_results, relation, fmt) if control_results else "none") + ".",
+        )
+    return Claim(
+        name=name, statement=statement, source=source, measured=measured, relation=">=", bound=float(need),
+        basis=f"{basis} Per seed: {_per_seed(results, relation, fmt) if results else 'none'}. Measured: the "
+              f"number of seeds on which it holds ({rule}).",
+        kind="prediction", control=control, control_reason="" if control is not None else control_reason,
+        seeds=k, rule=rule, no_data_reason=no_data_reason or ("no seed could be evaluated" if not finite else ""),
+    )

@@ -35,16 +35,18 @@ from ...models.convnet import (
 )
 from ...seeds import derive_seed
 from ...train.minibatch import evaluate, fit
-from ..claims import Claim
+from ..claims import Claim, Control, Threshold
 from ..experiment import Experiment
 from .cifar import (
     check_training_fields,
     CIFAR_TRAIN,
     FIT_ERROR,
-    Z,
+    Z_95,
     binomial_se,
     build_model,
+    holm,
     load_arrays,
+    normal_sf,
     prepare,
 )
 
@@ -79,9 +81,9 @@ class Fig2Config:
 
 
 PRESETS = {
-    "tiny": Fig2Config(n=40, widths=(0.25, 0.5, 1.0), epochs=3, batch_size=10, n_test=20),
+    "tiny": Fig2Config(n=40, widths=(0.25, 0.5, 1.0), epochs=3, batch_size=10, n_test=20, repetitions=2),
     "quick": Fig2Config(n=1_000, widths=(0.25, 0.5, 1.0, 2.0, 4.0), repetitions=3),
-    "full": Fig2Config(),
+    "full": Fig2Config(repetitions=3),  # the equivalence test needs the seed spread
 }
 
 
@@ -113,12 +115,28 @@ def run(cfg: Fig2Config, *, device: torch.device = CPU, progress=None) -> pd.Dat
 
 # ------------------------------------------------------------------------------------ claims
 
+RISE_MARGIN = 0.03  # equivalence margin of "does not rise", in test error (ours: see THRESHOLDS)
+ALPHA = 0.05  # family-wise level of the Holm-corrected "rises" test
+
+THRESHOLDS = {
+    "rise margin δ": Threshold(RISE_MARGIN, "ours, declared with the equivalence test before the quick numbers "
+                                            "were seen: a rise of the test error under 3 points is not 'gets "
+                                            "worse' on Fig. 2a's scale (the paper gives no number)"),
+    "equivalence level": Threshold(Z_95, "exact: one-sided 95% normal quantile; every net past n must pass "
+                                         "(intersection-union test: no multiplicity correction needed)"),
+    "Holm α": Threshold(ALPHA, "ours: the usual 5% family-wise level over the nets past n"),
+    "FIT_ERROR": Threshold(FIT_ERROR, "ours: 'zero training error' read as at most 1% of the training set "
+                                      "misclassified"),
+    "seeds": Threshold("repetitions ≥ 2 per net", "ours: the equivalence test needs the seed-to-seed spread; "
+                                                  "with one run per net it reports no data"),
+}
+
 
 def _by_size(table: pd.DataFrame) -> pd.DataFrame:
     """Mean over repetitions per width, sorted by the number of parameters."""
     return (table.groupby("num_params", as_index=False)
             .agg(train_error=("train_error", "mean"), test_error=("test_error", "mean"),
-                 test_error_sd=("test_error", "std"),
+                 test_error_sd=("test_error", "std"), test_loss_seed_sd=("test_loss", "std"),
                  train_loss=("train_loss", "mean"), test_loss=("test_loss", "mean"),
                  test_loss_sd=("test_loss_sd", "max"), n_test=("n_test", "min"), n=("n", "first"),
                  repetitions=("repetition", "count"))
@@ -129,65 +147,107 @@ def _series(g: pd.DataFrame, column: str) -> str:
     return ", ".join(f"P={int(r.num_params)}: {getattr(r, column):.3f}" for r in g.itertuples())
 
 
+def _se_error(a, b) -> float:
+    """SE of the difference of two nets' mean test errors: binomial test sampling of each (m images) and
+    the seed-to-seed spread of each mean (sample sd / √reps; absent with one run)."""
+    seed = lambda r: (r.test_error_sd if r.repetitions >= 2 else 0.0) ** 2 / r.repetitions  # noqa: E731
+    return math.sqrt(binomial_se(a.test_error, int(a.n_test)) ** 2 + binomial_se(b.test_error, int(b.n_test)) ** 2
+                     + seed(a) + seed(b))
+
+
+def _se_loss(a, b) -> float:
+    """Same for the mean test cross-entropy: per-example sd / √m of each, plus the seed spread of each mean."""
+    seed = lambda r: (r.test_loss_seed_sd if r.repetitions >= 2 else 0.0) ** 2 / r.repetitions  # noqa: E731
+    return math.sqrt((a.test_loss_sd ** 2 + b.test_loss_sd ** 2) / int(a.n_test) + seed(a) + seed(b))
+
+
+def _rises(past: pd.DataFrame, value: str, se) -> tuple[float, str]:
+    """Holm-adjusted smallest p-value of "the mean ``value`` of a net past n is above the first one's"
+    (one-sided z-tests, one per later net), and the per-net numbers."""
+    first = past.iloc[0]
+    later = [past.iloc[j] for j in range(1, len(past))]
+    z = [(getattr(r, value) - getattr(first, value)) / se(first, r) for r in later]
+    p = [normal_sf(v) for v in z]
+    adj = holm(p)
+    text = ", ".join(f"P={int(r.num_params)}: {getattr(r, value) - getattr(first, value):+.4f} (z = {v:.2f}, "
+                     f"Holm p = {a:.3g})" for r, v, a in zip(later, z, adj))
+    return float(min(adj)), text
+
+
 def claims(table: pd.DataFrame) -> list[Claim]:
     g = _by_size(table)
     n = int(g.n.iloc[0])
     past = g[g.num_params >= n]
+    reps = int(g.repetitions.min())
     src = f"{SOURCE}, Sec. 2, Fig. 2 and Appendix 9"
+    names = ("test error does not rise as parameters grow past n",
+             "test cross-entropy rises past n (some overfitting of the loss)")
+    statements = ("the unregularized classification error on the test set does not get worse when the number "
+                  "of parameters increases well beyond the size of the training set",
+                  "there is some 'overfitting' in the expected risk (the cross-entropy), unlike the "
+                  "classification error")
+    rule_eq = f"mean over {reps} seeds per net; one-sided 95% upper bound of each rise ≤ δ (every net)"
+    rule_holm = f"mean over {reps} seeds per net; Holm-corrected one-sided z-tests over the nets past n"
     out: list[Claim] = []
     if len(past) >= 2:
         first = past.iloc[0]
-        rise = past.test_error - first.test_error
-        worst = past.iloc[int(rise.to_numpy().argmax())]
-        se_test = math.hypot(binomial_se(first.test_error, int(first.n_test)),
-                             binomial_se(worst.test_error, int(worst.n_test)))
-        reps = int(past.repetitions.min())
-        if reps >= 2:  # the seed-to-seed spread of the two means (init and batch order)
-            se_seed = math.hypot(first.test_error_sd, worst.test_error_sd) / math.sqrt(reps)
-            noise = (f"{Z:g} SEs of the difference: test sampling (binomial, m = {int(first.n_test)}) and the "
-                     f"spread over the {reps} seeds, √(SE_test² + SE_seed²) = √({se_test:.4f}² + {se_seed:.4f}²)")
-        else:
-            se_seed = 0.0
-            noise = (f"{Z:g} binomial SEs of the difference (m = {int(first.n_test)} test images) — one run per "
-                     "net, so the seed-to-seed spread is not in the SE (use repetitions ≥ 2)")
-        se = math.hypot(se_test, se_seed)
+        upper = [(r.test_error - first.test_error) + Z_95 * _se_error(first, r)
+                 for r in (past.iloc[j] for j in range(1, len(past)))]
+        worst = int(np.argmax(upper)) + 1
+        no_seeds = reps < 2
         out.append(Claim(
-            name="test error does not rise as parameters grow past n",
-            statement="the unregularized classification error on the test set does not get worse when the number "
-                      "of parameters increases well beyond the size of the training set",
-            source=src,
-            measured=float(rise.max()), relation="<=", bound=Z * se,
-            basis=f"largest rise of the test error over the nets with P ≥ n = {n} (P = {int(past.num_params.min())} … "
-                  f"{int(past.num_params.max())}, {reps} run(s) each, mean) above the first of "
-                  f"them; allowed: {noise}. Test errors: " + _series(g, "test_error"),
+            name=names[0], statement=statements[0], source=src,
+            measured=math.nan if no_seeds else float(max(upper)), relation="<=", bound=RISE_MARGIN,
+            basis=f"non-inferiority (one-sided TOST) of each net with P ≥ n = {n} against the first of them "
+                  f"(P = {int(first.num_params)}): the rise of the mean test error plus {Z_95:.3f} SEs of the "
+                  f"difference (binomial test sampling, m = {int(first.n_test)}, and the seed spread of each mean) "
+                  f"must stay ≤ δ = {RISE_MARGIN:g} for every net; measured: the largest such upper bound (at "
+                  f"P = {int(past.iloc[worst].num_params)}). More noise widens the bound, so noise cannot make "
+                  "it hold. Upper bounds: " + ", ".join(f"P={int(past.iloc[j].num_params)}: {u:+.4f}"
+                                                        for j, u in enumerate(upper, start=1))
+                  + ". Test errors: " + _series(g, "test_error"),
+            control_reason="the paper draws no setting in which the test error should rise past n (the rise is the "
+                           "classical expectation it argues against; its only contrast, the cross-entropy, is the "
+                           "next claim); the equivalence test itself can fail: noise widens its bound",
+            seeds=reps, rule=rule_eq,
+            no_data_reason=(f"one run per net (repetitions = {reps}): without the seed spread the equivalence bound "
+                            "would be too narrow; use repetitions ≥ 2") if no_seeds else "",
         ))
-        loss_rise = past.test_loss - first.test_loss
-        peak = past.iloc[int(loss_rise.to_numpy().argmax())]
-        se_loss = math.hypot(first.test_loss_sd, peak.test_loss_sd) / math.sqrt(int(first.n_test))
+        p_loss, loss_text = _rises(past, "test_loss", _se_loss)
+        p_err, err_text = _rises(past, "test_error", _se_error)
         out.append(Claim(
-            name="test cross-entropy rises past n (some overfitting of the loss)",
-            statement="there is some 'overfitting' in the expected risk (the cross-entropy), unlike the "
-                      "classification error",
-            source=f"{SOURCE}, Fig. 2b and its caption",
-            measured=float(loss_rise.max()), relation=">", bound=Z * se_loss,
-            basis=f"largest rise of the mean test cross-entropy over the nets with P ≥ n above the first of them (at "
-                  f"P = {int(peak.num_params)}); must exceed {Z:g} SEs (per-example sd / √m, unpaired). Test "
-                  f"cross-entropies: " + _series(g, "test_loss"),
+            name=names[1], statement=statements[1], source=f"{SOURCE}, Fig. 2b and its caption",
+            measured=p_loss, relation="<=", bound=ALPHA,
+            basis=f"one-sided z-test of the rise of the mean test cross-entropy of each net past n above the first "
+                  f"(P = {int(first.num_params)}; SE: per-example sd / √m of each and the seed spread of each mean), "
+                  f"Holm-corrected over the {len(past) - 1} nets; measured: the smallest adjusted p-value, must be "
+                  f"≤ {ALPHA:g}. Rises: {loss_text}. Test cross-entropies: " + _series(g, "test_loss"),
+            control=Control(
+                setting="the classification error instead of the cross-entropy (the paper's own contrast: the "
+                        "error 'does not increase here', Fig. 2a)",
+                measured=p_err, note=f"Rises of the test error: {err_text}."),
+            seeds=reps, rule=rule_holm,
         ))
     else:
-        for name in ("test error does not rise as parameters grow past n",
-                     "test cross-entropy rises past n (some overfitting of the loss)"):
-            out.append(Claim(name=name, statement="(needs two nets with P ≥ n)", source=src, measured=math.nan,
-                             relation="<=", bound=math.nan,
-                             basis=f"only {len(past)} net(s) with P ≥ n = {n}; widen the family"))
-    big = g.iloc[-1]
+        for name, statement in zip(names, statements):
+            out.append(Claim(name=name, statement=statement, source=src, measured=math.nan, relation="<=",
+                             bound=math.nan, basis=f"only {len(past)} net(s) with P ≥ n = {n}; widen the family",
+                             control_reason="needs two nets with P ≥ n", seeds=reps,
+                             no_data_reason=f"only {len(past)} net(s) with P ≥ n = {n}"))
+    big, small = g.iloc[-1], g.iloc[0]
+    under = small.num_params < n
     out.append(Claim(
         name="the largest net fits the training set",
         statement="overparametrised nets reach zero training error (the regime of the puzzle)",
         source=f"{SOURCE}, Sec. 2",
         measured=float(big.train_error), relation="<=", bound=FIT_ERROR,
-        basis=f"training error of the largest net (P = {int(big.num_params)}, n = {n}); 'zero' read as ≤ "
-              f"{FIT_ERROR:g} (ours). Training errors: " + _series(g, "train_error"),
+        basis=f"mean training error over {reps} seed(s) of the largest net (P = {int(big.num_params)}, n = {n}); "
+              f"'zero' read as ≤ {FIT_ERROR:g} (ours). Training errors: " + _series(g, "train_error"),
+        control=Control(
+            setting=f"the smallest net (P = {int(small.num_params)}{' < n' if under else ' ≥ n: not a control'})",
+            measured=float(small.train_error) if under else math.nan,
+            note="" if under else "no net with P < n in this run: the control has no data"),
+        seeds=reps, rule=f"mean over {reps} seeds",
     ))
     return out
 
@@ -226,4 +286,5 @@ EXPERIMENT = Experiment(
     claims=claims,
     description=__doc__ or "",
     tags=("cifar10",),
+    thresholds=THRESHOLDS,
 )
