@@ -114,39 +114,49 @@ KIND_LABELS = {"prediction": "prediction", "identity": "check", "observation": "
 
 
 def claims_table(title: str, claims: list[Claim] | list[dict]) -> Table:
-    """The claims, predictions first, then consistency checks (identities), then observations: a
-    prediction's control (setting: measured → its verdict under the same rule) and the verdicts in
-    colour — uninformative (the control holds too) in orange, no data in cyan."""
+    """The claims, predictions first, then consistency checks (identities), then observations, with
+    the verdicts in colour — uninformative (the control holds too) in orange, no data in cyan — and a
+    prediction's control: its verdict under the same rule (refuted, as it should be, in green), its
+    measured value and its setting."""
     from .experiments.claims import KINDS
 
     rows = [c.to_dict() if isinstance(c, Claim) else c for c in claims]
     rows.sort(key=lambda c: KINDS.index(c.get("kind", "prediction")))
+    # a narrow terminal leaves the seeds, the source and the control's setting to the page (and
+    # claims.json); a wide one shows them cut short
+    wide = console.width >= 120
     table = Table(title=title, show_lines=False, header_style="bold")
     table.add_column("kind")
-    table.add_column("claim", min_width=min(40, max((len(c["name"]) for c in rows), default=5)))  # names whole
+    table.add_column("claim", min_width=min(20 if wide else 16, max((len(c["name"]) for c in rows), default=5)))
     table.add_column("measured", justify="right")
     table.add_column("bound", justify="right")
-    table.add_column("seeds", justify="right")
+    table.add_column("verdict", min_width=7)
+    if wide:
+        table.add_column("seeds", justify="right")
     table.add_column("control")
-    table.add_column("verdict")
-    table.add_column("source")
+    if wide:
+        table.add_column("source")
 
     def num(x) -> str:
         return "nan" if x is None else (f"{x:.4g}" if isinstance(x, (int, float)) else str(x))
+
+    def short(text: str, n: int) -> str:
+        return escape(text if len(text) <= n else text[:n - 1] + "…")
 
     for c in rows:
         ctl = c.get("control")
         if ctl:
             # the control refuted is what a prediction needs (green); holding too makes it uninformative
             colour = {"refuted": "green", "holds": "dark_orange"}.get(ctl["verdict"], "cyan")
-            control = f"{escape(ctl['setting'])}: {num(ctl['measured'])} → [{colour}]{ctl['verdict']}[/]"
+            control = f"[{colour}]{ctl['verdict']}[/]" + (f" ({num(ctl['measured'])}) {short(ctl['setting'], 24)}"
+                                                          if wide else "")
         else:
             control = "no control" if c.get("kind", "prediction") == "prediction" else ""
         verdict = c["verdict"]
         table.add_row(
             KIND_LABELS.get(c.get("kind", "prediction"), c.get("kind", "")), escape(c["name"]), num(c["measured"]),
-            f"{c['relation']} {num(c['bound'])}", str(c.get("seeds", 1)), control,
-            f"[{VERDICT_COLOURS.get(verdict, 'cyan')}]{verdict}[/]", escape(c["source"]),
+            f"{c['relation']} {num(c['bound'])}", f"[{VERDICT_COLOURS.get(verdict, 'cyan')}]{verdict}[/]",
+            *([str(c.get("seeds", 1)), control, short(c["source"], 28)] if wide else [control]),
         )
     return table
 

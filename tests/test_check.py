@@ -125,7 +125,7 @@ def test_uninformative_prediction_is_flagged_but_does_not_fail_the_check(tmp_pat
     assert result.exit_code == 0, result.output
     assert ("0 of 1 predictions hold, 1 uninformative (their control holds too); consistency checks: 1 of 1 hold; "
             "observations: 0 of 1 hold") in result.output
-    assert "uninformative" in result.output and "y halved: 0.25 → holds" in result.output
+    assert "uninformative" in result.output and "holds (0.25) y halved" in result.output
     assert "check" in result.output and "observation" in result.output  # the kind column
     (rec,) = records
     assert rec["thresholds"] == {"bound": {"value": 1.0, "source": "ours: a test bound"}}
