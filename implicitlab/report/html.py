@@ -60,7 +60,7 @@ tr.nodata td.claim { color: var(--na); }
 .card b { font-size: 22px; } details { margin: 6px 0; } summary { cursor: pointer; color: var(--muted); }
 pre { background: #f6f8fa; padding: 8px; border-radius: 6px; overflow-x: auto; font-size: 12px; }
 .basis { color: var(--muted); font-size: 12.5px; font-weight: 400; }
-@media print { body { max-width: none; padding: 0; } h2 { page-break-before: always; } .figure { border: none; }
+@media print { body { max-width: none; padding: 0; -webkit-print-color-adjust: exact; print-color-adjust: exact; } h2 { page-break-before: always; } .figure { border: none; }
   tr { page-break-inside: avoid; } details { display: block; } details > * { display: block; } }
 """
 
