@@ -141,7 +141,8 @@ def write_summary(outcomes: list[RunOutcome], path: Path) -> Path:
                 verdict = c["verdict"] if c["verdict"] == "holds" else f"**{c['verdict']}**"
                 if c["verdict"] == "no data":
                     verdict += f" ({c['no_data_reason']})"
-                row = [c["name"], num(c["measured"]), f"{c['relation']} {num(c['bound'])}", f"{c['seeds']} · {c['rule']}"]
+                row = [c["name"], num(c["measured"]), f"{c['relation']} {num(c['bound'])}",
+                       f"{c['seeds']} · {c['rule']}"]
                 if kind == "prediction":
                     k = c.get("control")
                     row.append(f"{k['setting']}: {num(k['measured'])} → {k['verdict']}" if k

@@ -135,7 +135,8 @@ def test_uninformative_prediction_is_flagged_but_does_not_fail_the_check(tmp_pat
                                                 "note": ""}
     for c in rec["claims"]:
         assert {"kind", "verdict", "measured", "bound", "seeds", "rule"} <= set(c)
-    assert "<tr class='uninformative'><td class='claim'>a prediction" in (tmp_path / "results" / "report.html").read_text()
+    page = (tmp_path / "results" / "report.html").read_text()
+    assert "<tr class='uninformative'><td class='claim'>a prediction" in page
 
 
 def test_refuted_prediction_sets_the_exit_code(tmp_path, monkeypatch):

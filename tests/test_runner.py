@@ -198,7 +198,8 @@ def test_summary_splits_claims_by_kind_with_controls_and_thresholds(tmp_path, mo
     assert "| claim | measured | bound | seeds · rule | control | verdict | source |" in section
     assert ("| margin grows | 0.5 | <= 1 | 3 · holds on ≥ 2 of 3 seeds | square loss: 3 → refuted | holds | "
             "Paper, Thm 3 |") in section
-    assert "| loss falls | 0.5 | <= 1 | 1 · one run | random labels: 0.2 → holds | **uninformative** | Paper |" in section
+    assert ("| loss falls | 0.5 | <= 1 | 1 · one run | random labels: 0.2 → holds | **uninformative** | Paper |"
+            in section)
     assert "| none: no contrast exists | **no data** (no run converged) |" in section
     predictions = section[:section.index("### Consistency checks")]
     assert "rank" not in predictions and "smooth" not in predictions

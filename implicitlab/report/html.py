@@ -60,7 +60,8 @@ tr.nodata td.claim { color: var(--na); }
 .card b { font-size: 22px; } details { margin: 6px 0; } summary { cursor: pointer; color: var(--muted); }
 pre { background: #f6f8fa; padding: 8px; border-radius: 6px; overflow-x: auto; font-size: 12px; }
 .basis { color: var(--muted); font-size: 12.5px; font-weight: 400; }
-@media print { body { max-width: none; padding: 0; -webkit-print-color-adjust: exact; print-color-adjust: exact; } h2 { page-break-before: always; } .figure { border: none; }
+@media print { body { max-width: none; padding: 0; -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+  h2 { page-break-before: always; } .figure { border: none; }
   tr { page-break-inside: avoid; } details { display: block; } details > * { display: block; } }
 """
 
@@ -190,9 +191,9 @@ def _verdict_cell(c: dict) -> str:
 
 def _claims_table(kind: str, claims: list[dict]) -> list[str]:
     title, what = SECTIONS[kind]
+    says = "we observe" if kind == "observation" else "the paper says"
     parts = [f"<h3 class='section {kind}'>{title} <span class='muted'>— {what}</span></h3>",
-             f"<table class='claims {kind}'><tr><th>claim</th><th>{'the paper says' if kind != 'observation' else 'we observe'}"
-             "</th><th>source</th><th>measured</th><th>bound</th><th>seeds · rule</th>"
+             f"<table class='claims {kind}'><tr><th>claim</th><th>{says}</th><th>source</th><th>measured</th><th>bound</th><th>seeds · rule</th>"
              + ("<th>control</th>" if kind == "prediction" else "") + "<th>verdict</th></tr>"]
     for c in claims:
         cls = _verdict_class(c["verdict"])
@@ -251,7 +252,8 @@ def render(entries: list[ReportEntry], *, title: str = "implicitlab — do the c
         f'<div class="card">{_badge("uninformative")}<br><b>{p["uninformative"]}</b> predictions</div>',
         f'<div class="card">{_badge("no data")}<br><b>{p["no data"]}</b> predictions</div>',
         f'<div class="card">consistency checks<br><b>{ids["holds"]}</b> of {sum(ids.values())} hold</div>',
-        f'<div class="card">observations<br><b>{obs["holds"] + obs["uninformative"]}</b> of {sum(obs.values())} hold</div>',
+        f'<div class="card">observations<br><b>{obs["holds"] + obs["uninformative"]}</b> of {sum(obs.values())} '
+        "hold</div>",
         "</div>",
     ]
     flagged = [(e, c) for e in entries for c in e.claims

@@ -81,7 +81,8 @@ def test_identity_and_observation_carry_no_control():
 
 
 def test_to_dict_has_the_fields_of_issue_item_6():
-    c = _p(0.5, Control("square loss", 3.0, note="square loss has no margin"), seeds=3, rule="holds on ≥ 2 of 3 seeds")
+    c = _p(0.5, Control("square loss", 3.0, note="square loss has no margin"), seeds=3,
+           rule="holds on ≥ 2 of 3 seeds")
     d = c.to_dict()
     for key in ("kind", "verdict", "measured", "bound", "seeds", "rule", "control"):
         assert key in d, key
