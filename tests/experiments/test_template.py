@@ -63,12 +63,12 @@ def test_a_copy_with_one_more_line_is_an_experiment_of_every_command(tmp_path, m
     ran = runner.invoke(app, ["run", "my-new-experiment", "--preset", "tiny", "--out", str(out), "--device", "cpu"],
                         env={"COLUMNS": "250"})
     assert ran.exit_code == 0, ran.output
-    assert "GD converges exactly when η < 2/S" in ran.output
+    assert "GD converges below the step 2/S" in ran.output
     assert (out / "my-new-experiment" / "tiny" / "figure.svg").exists()
     checked = runner.invoke(app, ["check", "--preset", "tiny", "--only", "my-new-experiment", "--out", str(out)],
                             env={"COLUMNS": "250"})
     assert checked.exit_code == 0, checked.output
-    assert "2 of 2 claims hold" in checked.output
+    assert "1 of 1 predictions hold" in checked.output and "consistency checks: 1 of 1 hold" in checked.output
 
 
 # What a fresh interpreter finds: every module of implicitlab.experiments that defines EXPERIMENT,
@@ -104,3 +104,16 @@ def test_every_experiment_module_is_listed_once_in_a_fresh_interpreter():
     shown = _fresh("-m", "implicitlab.cli", "list")
     first_words = [line.split()[0] for line in shown.splitlines()[1:] if line.strip()]
     assert sorted(first_words) == sorted(listed), shown
+
+
+def test_template_prediction_holds_and_its_control_is_refuted():
+    # the pattern every prediction follows: it holds, and the same statistic where it should not
+    # hold (the runs above 2/S) is refuted — so the verdict could have failed
+    from implicitlab.experiments import template
+
+    table = template.run(template.PRESETS["tiny"])
+    found = {c.name: c for c in template.claims(table)}
+    pred = found["GD converges below the step 2/S"]
+    assert pred.kind == "prediction" and pred.verdict == "holds" and pred.control_verdict == "refuted"
+    assert found["below 2/S, GD reaches the least-squares solution"].kind == "identity"
+    assert set(template.EXPERIMENT.thresholds) == {"fraction of runs below 2/S whose loss shrank", "distance to w_ls"}
