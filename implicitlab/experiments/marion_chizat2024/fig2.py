@@ -21,7 +21,7 @@ from ...models import Architecture, Ensemble
 from ...references.deep_linear import deep_linear_sharpness_bound
 from ...seeds import derive_seed
 from ...train import gradient_descent
-from ..claims import Claim
+from ..claims import Claim, Control, Threshold
 from ..experiment import Experiment
 from .common import SOURCE
 
@@ -94,41 +94,67 @@ def run(cfg: Fig2Config, *, device: torch.device = torch.device("cpu"), progress
     return out
 
 
+SUCCESS_MAJORITY = 0.5
+"""'Training succeeds below the critical step' read as: at least half of the runs succeed (ours)."""
+
+
 def claims(table: pd.DataFrame) -> list[Claim]:
+    """Per depth: no success above 2/S_min (control: the runs below half of it) and success below
+    half of it (control: the runs above it); the 1/L law of the critical step is an identity."""
     out = []
     for L, g in table.groupby("depth"):
         crit = float(g.critical_step.iloc[0])
-        above = g[g.lr > crit]
-        below = g[g.lr <= crit / 2]
+        above, below = g[g.lr > crit], g[g.lr <= crit / 2]
+        f_above = float(above.success.mean()) if len(above) else float("nan")
+        f_below = float(below.success.mean()) if len(below) else float("nan")
+        tol = float(g.success_tol.iloc[0])
+        set_above = f"the {len(above)} runs with η > 2/S_min = {crit:.4g}"
+        set_below = f"the {len(below)} runs with η ≤ (2/S_min)/2 = {crit / 2:.4g}"
         out.append(Claim(
             name=f"L={L}: no success above 2/S_min",
             statement="GD cannot converge when η > 2/S_min = 1/(aL) (‖w*‖ = 1)",
             source=f"{SOURCE}, result 5 and Fig. 2",
-            measured=float(above.success.mean()) if len(above) else float("nan"), relation="<=", bound=0.0,
-            basis=f"fraction of the {len(above)} runs with η > {crit:.4g} whose ‖w_e − w*‖² ≤ success_tol; "
-                  "exact: a minimizer with S > 2/η is linearly unstable for GD",
+            measured=f_above, relation="<=", bound=0.0,
+            basis=f"fraction of {set_above} whose ‖w_e − w*‖² ≤ {tol:g}; a minimizer with S > 2/η is linearly "
+                  "unstable for GD and every minimizer has S ≥ S_min",
+            control=Control(setting=set_below, measured=f_below),
+            seeds=len(above), rule=f"none of the {len(above)} runs succeeds",
+            no_data_reason=f"no step size of the grid is above 2/S_min = {crit:.4g} at L = {L}",
         ))
         out.append(Claim(
             name=f"L={L}: success below the critical step",
             statement="training succeeds below the critical step",
             source=f"{SOURCE}, Fig. 2",
-            measured=float(below.success.mean()) if len(below) else float("nan"), relation=">=", bound=0.5,
-            basis=f"fraction of the {len(below)} runs with η ≤ (2/S_min)/2 = {crit / 2:.4g} that reach "
-                  f"‖w_e − w*‖² ≤ {float(g.success_tol.iloc[0]):g} in the given steps (small η may simply need "
-                  "more steps); 'succeeds' read as a majority (ours)",
+            measured=f_below, relation=">=", bound=SUCCESS_MAJORITY,
+            basis=f"fraction of {set_below} that reach ‖w_e − w*‖² ≤ {tol:g} in the given steps (small η may "
+                  f"simply need more steps); 'succeeds' read as a majority, {SUCCESS_MAJORITY:g} (ours)",
+            control=Control(setting=set_above, measured=f_above),
+            seeds=len(below), rule=f"at least half of the {len(below)} runs succeed",
+            no_data_reason=f"no step size of the grid is below (2/S_min)/2 = {crit / 2:.4g} at L = {L}",
         ))
     crit_by_depth = table.groupby("depth").critical_step.first()
     slope = float(np.polyfit(np.log(crit_by_depth.index), np.log(crit_by_depth.to_numpy()), 1)[0]) \
         if len(crit_by_depth) > 1 else float("nan")
     out.append(Claim(
         name="critical step shrinks like 1/L",
-        statement="the critical step 2/S_min shrinks like 1/L",
+        statement="the critical step 2/S_min shrinks like 1/L (a property of the formula S_min = 2La, ‖w*‖ = 1)",
         source=f"{SOURCE}, result 5",
-        measured=slope, relation="<=", bound=-0.99,
-        basis="log–log slope of 2/S_min vs L (exactly −1 for ‖w*‖ = 1, since S_min = 2La); "
-              "a check of the reference, not of training",
+        measured=slope, relation="<=", bound=-0.99, kind="identity",
+        basis="log–log slope of 2/S_min vs L (exactly −1 for ‖w*‖ = 1, since S_min = 2La); a check of the "
+              "reference, not of training",
+        no_data_reason="fewer than two depths",
     ))
     return out
+
+
+THRESHOLDS = {
+    "critical step": Threshold("2/S_min = 1/(aL)", "paper: result 5 and Fig. 2 (‖w*‖ = 1)"),
+    "success_tol": Threshold(1e-8, "ours: ‖w_e − w*‖² ≤ 1e-8 (‖w*‖ = 1) after the given steps"),
+    "no success above 2/S_min": Threshold(0.0, "exact: a fraction that must be zero"),
+    "success below (2/S_min)/2": Threshold(SUCCESS_MAJORITY, "ours: 'succeeds' read as a majority of runs; "
+                                                             "below half the critical step to keep away from it"),
+    "1/L slope": Threshold(-0.99, "exact: −1, with 0.01 for rounding"),
+}
 
 
 def plot(table: pd.DataFrame):
@@ -152,5 +178,5 @@ EXPERIMENT = Experiment(
     name="mc2024-fig2",
     title="Residual nets of depth 5–40: training succeeds only below the critical step 2/S_min (Fig. 2)",
     paper=SOURCE, config_type=Fig2Config, presets=PRESETS, run=run, plot=plot, claims=claims,
-    description=__doc__ or "",
+    description=__doc__ or "", thresholds=THRESHOLDS,
 )
