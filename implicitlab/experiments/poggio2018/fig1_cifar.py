@@ -22,6 +22,12 @@ is unstable), the initialisation (``init="kaiming"``: He-normal;
 PyTorch's default init leaves this narrow 5-layer net at chance for tens of epochs), the n grid
 (1-2-5 log-spaced up to 50,000), and the test set (all 10,000 images). Inputs are standardised per
 channel with the training subset's statistics.
+
+Seeds and the claims: ``repetitions`` runs of the whole grid (seed ``seed + r``: its own subset, random
+labels, init and batch order; ``quick`` runs 3 seeds up to n = 2,000, ``full`` 3 up to 50,000). Each
+claim is measured per seed and holds on a majority of seeds (2 of 3). Controls are the paper's own
+contrast, the other labeling: "test error falls with n" on random labels, "test error at chance"
+(an equivalence test, margin 0.03) on true labels.
 """
 
 from __future__ import annotations
