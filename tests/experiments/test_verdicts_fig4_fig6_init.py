@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from implicitlab.experiments.poggio2018 import fig4, fig6
+from implicitlab.experiments.poggio2018 import init_independence as ii
 
 # ----------------------------------------------------------------------------- fig6
 
@@ -106,3 +107,60 @@ def test_fig4_stays_put_is_refuted_with_perturbations(fig4_tiny):
     found = {c.name: c for c in fig4.claims(swapped)}
     for basis in ("monomial", "chebyshev"):
         assert found[f"{basis}: control: test error stays put without perturbations"].verdict == "refuted"
+
+
+# ----------------------------------------------------------------------------- init-independence
+
+
+
+@pytest.fixture(scope="module")
+def ii_tiny():  # the tiny preset on one exp-type loss and the square loss (the other two behave as exp)
+    table = ii.run(dataclasses.replace(ii.PRESETS["tiny"], losses=("exp", "square")))
+    return table, {c.name: c for c in ii.claims(table)}
+
+
+II_TINY = {  # name: (kind, verdict, control verdict); tiny = 300 steps, 3 inits
+    "linear (K=1)/exp: one direction from every init": ("prediction", "holds", "refuted"),
+    "linear (K=1)/exp: … and it is the max-margin (SVM) direction": ("prediction", "holds", "refuted"),
+    "linear (K=1)/square: init dependence stays": ("prediction", "holds", "refuted"),
+    # 300 steps do not converge the square loss: GD is still moving, the exact limit not reached
+    "linear (K=1)/square: … for good (GD has converged)": ("prediction", "refuted", "refuted"),
+    "linear (K=1)/square: limit = min-norm + null-space part of w₀": ("identity", "refuted", None),
+    "deep (K=2)/exp: one direction from every init": ("prediction", "refuted", "refuted"),
+    "deep (K=2)/exp: … and it is the max-margin (SVM) direction": ("prediction", "refuted", "refuted"),
+    "deep (K=2)/exp: each layer's W_k/‖W_k‖ forgets the init (literal)": ("prediction", "refuted", "refuted"),
+    "deep (K=2)/exp: … up to the hidden-unit symmetry (first layer's Gram)": ("prediction", "holds", "refuted"),
+    "deep (K=2)/exp: layers become rank one": ("prediction", "holds", "refuted"),
+    # the exp-type runs have not forgotten the init 10× in 300 steps either: the control holds too
+    "deep (K=2)/square: init dependence stays": ("prediction", "uninformative", "holds"),
+    "deep (K=2)/square: … for good (GD has converged)": ("prediction", "refuted", "refuted"),
+}
+
+
+def test_init_independence_tiny_verdicts(ii_tiny):
+    _, found = ii_tiny
+    assert set(found) == set(II_TINY)
+    for name, (kind, verdict, control) in II_TINY.items():
+        c = found[name]
+        assert (c.kind, c.verdict, c.control_verdict) == (kind, verdict, control), (name, c.measured)
+
+
+def test_init_independence_predictions_are_refuted_on_their_controls(ii_tiny):
+    table, _ = ii_tiny
+    exp, sq = table[table.loss_name == "exp"], table[table.loss_name == "square"]
+    # the exp-type claims fed square-loss runs (as both the plain and the fast method)
+    as_exp = pd.concat([sq.assign(loss_name="exp", method=m) for m in ("gd", "fast")] + [sq], ignore_index=True)
+    found = {c.name: c for c in ii.claims(as_exp)}
+    for model in ("linear (K=1)", "deep (K=2)"):
+        for claim in ("one direction from every init", "… up to the hidden-unit symmetry (first layer's Gram)",
+                      "layers become rank one"):
+            if f"{model}/exp: {claim}" in found:
+                assert found[f"{model}/exp: {claim}"].verdict == "refuted", (model, claim)
+    # the square-loss claims fed the exp-type runs at their limit (the fast method)
+    as_sq = pd.concat([exp, exp[exp.method == "fast"].assign(loss_name="square", method="gd")], ignore_index=True)
+    found = {c.name: c for c in ii.claims(as_sq)}
+    assert found["linear (K=1)/square: init dependence stays"].verdict == "refuted"
+    as_sq = pd.concat([exp, exp[exp.method == "gd"].assign(loss_name="square")], ignore_index=True)
+    found = {c.name: c for c in ii.claims(as_sq)}
+    for model in ("linear (K=1)", "deep (K=2)"):
+        assert found[f"{model}/square: … for good (GD has converged)"].verdict == "refuted"
