@@ -17,6 +17,13 @@ Two two-parameter models on one training example (x, y), each under both losses,
 Every claim is measured on explicit 2×2 Hessians (``torch.func.hessian``, float64) at points of
 the valleys, and compared with the paper's closed forms: Eq. 28 at a zero of the square loss,
 H = 2∇f∇fᵀ; Eq. 32 for the exponential loss, H = e^{−yf}(∇f∇fᵀ − y∇²f).
+
+What kind of evidence: every claim here is an identity (``kind="identity"``). On these two-parameter
+models each statement follows in closed form (the square loss's valley is a curve of zeros, so its
+tangent is a zero direction of H = 2∇f∇fᵀ; dL/dr = −K f e^{−f}/r < 0 by Euler's identity; the
+product model's λ_min/λ_max = 1/(r² − 1)), so a verdict checks our Hessians, eigenvectors and
+valleys against the paper's formulas — a consistency check, not evidence for the paper. The
+tolerances are in :data:`THRESHOLDS`.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import pandas as pd
 import torch
 
 from ...config import require, require_positive
-from ..claims import Claim
+from ..claims import Claim, Threshold
 from ..experiment import Experiment
 
 SOURCE = "Poggio et al. 2018"
@@ -183,6 +190,7 @@ def claims(table: pd.DataFrame) -> list[Claim]:
         ex = val[(val.model == name) & (val.loss_name == "exp")].sort_values("radius")
         k = len(sq)
         out.append(Claim(
+            kind="identity",
             name=f"{name}/square: zero Hessian eigenvalue on the valley",
             statement="the minimum of the square loss has a degenerate Hessian with a zero eigenvalue",
             source=f"{SOURCE}, Fig. 3 (left) and Eq. 28",
@@ -191,6 +199,7 @@ def claims(table: pd.DataFrame) -> list[Claim]:
                   f"1e-12 (ours) is ~5000 × the rounding of a float64 Hessian (eps·λ_max)",
         ))
         out.append(Claim(
+            kind="identity",
             name=f"{name}/square: the zero direction runs along the valley",
             statement="the degenerate direction is the flat valley of global minima",
             source=f"{SOURCE}, Fig. 3 (left), Sec. 5.3",
@@ -199,6 +208,7 @@ def claims(table: pd.DataFrame) -> list[Claim]:
                   "(ours): eigenvector rounding is eps·λ_max/gap ≈ eps here",
         ))
         out.append(Claim(
+            kind="identity",
             name=f"{name}/square: the valley is made of minima (∇L = 0)",
             statement="the valley floor is flat: every point is a global minimum",
             source=f"{SOURCE}, Fig. 3 (left)",
@@ -207,6 +217,7 @@ def claims(table: pd.DataFrame) -> list[Claim]:
                   "2|y − f|·‖∇f‖ ~ eps·‖∇f‖²",
         ))
         out.append(Claim(
+            kind="identity",
             name=f"{name}/exp: the valley slopes down towards infinity",
             statement="the exponential loss has no minimum at finite w: its valley is sloped downwards for ‖w‖ → ∞",
             source=f"{SOURCE}, Fig. 3 (right), Secs. 5.4 and 6",
@@ -218,6 +229,7 @@ def claims(table: pd.DataFrame) -> list[Claim]:
         ))
         first, last = ex.iloc[0], ex.iloc[-1]
         out.append(Claim(
+            kind="identity",
             name=f"{name}/exp: flat only asymptotically",
             statement="the valley becomes flat only asymptotically (gradient and curvature → 0 as ‖w‖ → ∞)",
             source=f"{SOURCE}, Sec. 6 and Fig. 3 (right)",
@@ -229,6 +241,7 @@ def claims(table: pd.DataFrame) -> list[Claim]:
         ratio = ex.lam_min / ex.lam_max
         if name == "product":
             out.append(Claim(
+                kind="identity",
                 name=f"{name}/exp: no zero eigenvalue at finite w",
                 statement="for a deep network the second-derivative term of Eq. 32 does not vanish, so the "
                           "exponential loss's Hessian is not degenerate like the square loss's",
@@ -239,6 +252,7 @@ def claims(table: pd.DataFrame) -> list[Claim]:
             ))
         else:
             out.append(Claim(
+                kind="identity",
                 name=f"{name}/exp: degenerate too (d > N)",
                 statement="for a linear model with d > N the exponential loss's Hessian has zero eigenvalues as well",
                 source=f"{SOURCE}, Sec. 11.2 (Eq. 22)",
@@ -249,6 +263,7 @@ def claims(table: pd.DataFrame) -> list[Claim]:
         for loss_name, g in (("square", sq), ("exp", ex)):
             eq = "Eq. 28: H = 2∇f∇fᵀ at f = y" if loss_name == "square" else "Eq. 32: H = e^{−yf}(∇f∇fᵀ − y∇²f)"
             out.append(Claim(
+                kind="identity",
                 name=f"{name}/{loss_name}: explicit Hessian = {eq.split(':')[0]}",
                 statement=f"the Hessian of the {loss_name} loss is {eq.split(': ')[1]}",
                 source=f"{SOURCE}, {eq.split(':')[0]}",
@@ -257,6 +272,23 @@ def claims(table: pd.DataFrame) -> list[Claim]:
                       "vs the closed form, float64); 1e-12 (ours) ≫ eps",
             ))
     return out
+
+
+THRESHOLDS = {
+    "zero_eigenvalue": Threshold(1e-12, "ours (not recorded whether set before the numbers): ~5000 × the rounding "
+                                        "eps·λ_max of a float64 2×2 Hessian; |λ_min|/λ_max on the square loss's valley "
+                                        "and on the linear model's exp floor"),
+    "zero_direction": Threshold(1e-10, "ours (not recorded whether set before the numbers): eigenvector rounding "
+                                       "eps·λ_max/gap ≈ eps here"),
+    "gradient_on_valley": Threshold(1e-12, "ours (not recorded whether set before the numbers): ‖∇L‖ = 2|y − f|·‖∇f‖ "
+                                           "~ eps·‖∇f‖² where f = y up to rounding"),
+    "slope_sign": Threshold(0.0, "exact: dL/dr = −K f e^{−f}/r < 0 on the exp floor (Euler's identity)"),
+    "flat_asymptotically": Threshold(1e-6, "ours (not recorded whether set before the numbers): ‖∇L‖ and λ_max "
+                                           "fall like e^{−r²/2} (product) / e^{−r‖x‖} (linear) between r_min and r_max"),
+    "nonzero_eigenvalue": Threshold(1e-12, "ours: above float64 rounding; closed form 1/(r² − 1) ≥ 1/399 at r ≤ 20"),
+    "closed_form": Threshold(1e-12, "ours (not recorded whether set before the numbers): ≫ eps for "
+                                    "torch.func.hessian vs Eqs. 28/32 in float64"),
+}
 
 
 # ----------------------------------------------------------------------------- figure
@@ -308,4 +340,5 @@ EXPERIMENT = Experiment(
     plot=plot,
     claims=claims,
     description=__doc__ or "",
+    thresholds=THRESHOLDS,
 )

@@ -21,6 +21,17 @@ e^{−Σρ_i f̃} in 53 and e^{−ρ_k f̃} in 55–57), the per-layer equation 
 (printed: a partial product up to k), and there is no factor K in 55 (K in 56–57, not K²). Each
 follows from differentiating L = e^{−f̃∏_kρ_k} with Euler's identity ⟨W_k, ∂f/∂W_k⟩ = f, which
 holds exactly for linear layers, so ρ_kρ̇_k = f e^{−f} is exact along GD's flow for any W.
+
+What kind of evidence each claim is. The K > 1 growth claims are predictions with numbers: with
+u = f̃∏ρ_k and balanced layers the flow is du/dt = K f̃^{2/K} u^{a} e^{−u}, a = 2 − 2/K, so
+u − log t = a·log log t + O(1) (Lyu & Li's L = Θ(1/(t (log t)^{2−2/L})), implicit-bias-results.md)
+and each ρ_k ∝ u^{1/K} grows like (log t)^{1/K}. We measure the coefficient of log log t in
+f̃∏ρ_k − log t, and the slope of log ρ_k vs log log t, over the last 90% of the ODE's log-time
+axis, and hold them against a and 1/K within a relative tolerance (:data:`THRESHOLDS`). Their
+control is the same measurement on K = 1, where the product grows like log t (coefficient 0,
+slope 1). The K = 1 asymptote, the closed forms and GD-vs-ODE are identities (they follow from
+the ODE and its derivation: checks of the solver and of the code); the printed Eq. 57 is the
+paper's statement, refuted.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ from ...models import Architecture, Ensemble
 from ...references import product_norm_k1, product_norm_k2_balanced, solve_norm_growth
 from ...references.growth_ode import product_norm_asymptotic
 from ...train import ProbeContext, log_spaced, loss_probe, norms_probe, gradient_descent
-from ..claims import Claim
+from ..claims import Claim, Control, Threshold
 from ..experiment import Experiment
 
 SOURCE = "Poggio et al. 2018"
@@ -153,42 +164,82 @@ def run(cfg: Fig7Config, *, device: torch.device = torch.device("cpu"), progress
     return pd.concat(frames, ignore_index=True)
 
 
+THRESHOLDS = {
+    "growth_tolerance": Threshold(
+        0.15, "ours, chosen before seeing the numbers from the next-order terms of the expansion "
+              "u − log t = a·log u + log(K f̃^{2/K}) − a/u + …, which move the measured coefficient and slope by "
+              "≈ 3–10% over a window starting at t = t_max^0.1: relative tolerance |measured/predicted − 1|"),
+    "growth_coefficient": Threshold("2 − 2/K", "paper: Lyu & Li 2020, L = Θ(1/(t (log t)^{2−2/K})) "
+                                               "(implicit-bias-results.md); our corrected Eq. 57"),
+    "layer_slope": Threshold("1/K", "paper: Lyu & Li 2020, ‖W_k‖ = Θ((log t)^{1/K}) (implicit-bias-results.md)"),
+    "window": Threshold("t_max^0.1 … t_max", "ours: the last 90% of the ODE's log-time axis (Δ log log t = log 10)"),
+    "k1_asymptote": Threshold(0.01, "ours (not recorded whether set before the numbers): |f̃ρ/log t − 1| at t_max; "
+                                    "the closed form gives log(f̃²t + C)/log t − 1 ~ 1/log t"),
+    "closed_form": Threshold(1e-7, "ours (not recorded whether set before the numbers): solve_ivp at rtol 1e-10 "
+                                   "accumulated over the log-time axis"),
+    "gd_vs_ode": Threshold(0.01, "ours (not recorded whether set before the numbers): the O(η) discretisation error "
+                                 "of GD against gradient flow; the same for the printed Eq. 57"),
+}
+
+
+def _growth(g: pd.DataFrame, f: float, lo: float) -> tuple[float, float, float, float]:
+    """(coefficient of log log t in f̃∏ρ − log t, slope of log ρ_k vs log log t, t_a, t_b) over [lo, t_max]."""
+    a = g[g.t >= lo].iloc[0]
+    b = g.iloc[-1]
+    dll = np.log(np.log(b.t)) - np.log(np.log(a.t))
+    excess = (f * b["product"] - np.log(b.t)) - (f * a["product"] - np.log(a.t))
+    slope = (np.log(b.layer_norm) - np.log(a.layer_norm)) / dll
+    return float(excess / dll), float(slope), float(a.t), float(b.t)
+
+
 def claims(table: pd.DataFrame) -> list[Claim]:
     out: list[Claim] = []
     ode = table[table.source == "ode"]
     f = float(ode.f_tilde.iloc[0])
     t_max = float(ode.t.max())
     lo = t_max ** 0.1  # compare the last 90% of the log-time axis
+    tol = float(THRESHOLDS["growth_tolerance"].value)
+    one = ode[ode.K == 1].sort_values("t")
+    coef1, slope1 = _growth(one, f, lo)[:2] if len(one) else (float("nan"), float("nan"))
     for K, g in ode.groupby("K"):
-        a = g[g.t >= lo].iloc[0]
-        b = g.iloc[-1]
-        excess = (f * b["product"] - np.log(b.t)) - (f * a["product"] - np.log(a.t))
-        predicted = (2 - 2 / K) * (np.log(np.log(b.t)) - np.log(np.log(a.t)))
-        slope = (np.log(b.layer_norm) - np.log(a.layer_norm)) / (np.log(np.log(b.t)) - np.log(np.log(a.t)))
+        g = g.sort_values("t")
+        coef, slope, ta, tb = _growth(g, f, lo)
         if K == 1:
+            b = g.iloc[-1]
             out.append(Claim(
                 name="K=1: ρ ~ log t",
                 statement="for one layer ‖w‖ ~ log t",
-                source=f"{SOURCE}, Sec. 14 (after Eq. 57)",
+                source=f"{SOURCE}, Sec. 14 (after Eq. 57)", kind="identity",
                 measured=float(abs(f * b["product"] / np.log(b.t) - 1)), relation="<=", bound=0.01,
-                basis=f"|f̃ρ(t)/log t − 1| at t = {t_max:.0e} on the ODE; → 0 like 1/log t",
+                basis=f"|f̃ρ(t)/log t − 1| at t = {t_max:.0e} on the ODE; identity: the K = 1 flow has the closed "
+                      f"form ρ = log(f̃²t + C)/f̃",
             ))
             continue
+        a_K = 2 - 2 / K
+        window = f"t = {ta:.1e} … {tb:.1e} on the gradient-flow ODE (balanced start)"
         out.append(Claim(
-            name=f"K={K}: product faster than log t",
-            statement="for K > 1 the product of the layer norms grows faster than log t",
-            source=f"{SOURCE}, Sec. 14 and Fig. 7 (left)",
-            measured=float(excess), relation=">", bound=0.0,
-            basis=f"growth of f̃∏ρ_k − log t from t = {a.t:.1e} to {b.t:.1e} on the ODE (predicted by the "
-                  f"corrected Eq. 57: (2 − 2/K)Δlog log t = {predicted:.3f}; K = 1 gives 0)",
+            name=f"K={K}: product − log t grows like (2 − 2/K) log log t",
+            statement="for K > 1 the product of the layer norms grows faster than log t: f̃∏ρ_k = log t + "
+                      "(2 − 2/K) log log t + O(1)",
+            source=f"{SOURCE}, Sec. 14 and Fig. 7 (left); rate: Lyu & Li 2020 (implicit-bias-results.md)",
+            measured=float(abs(coef / a_K - 1)), relation="<=", bound=tol,
+            control=Control(setting="K = 1 (one layer: f̃ρ = log t + O(1), coefficient 0)",
+                            measured=float(abs(coef1 / a_K - 1)),
+                            note=f"K = 1's coefficient {coef1:.3f} held against K = {K}'s prediction {a_K:.3f}"),
+            rule="one run (deterministic ODE)",
+            basis=f"coefficient c = Δ(f̃∏ρ_k − log t)/Δlog log t over {window}: c = {coef:.3f} vs predicted "
+                  f"2 − 2/K = {a_K:.3f}; measured |c/(2 − 2/K) − 1|, relative tolerance {tol:g}",
         ))
         out.append(Claim(
-            name=f"K={K}: each layer slower than log t",
-            statement="each layer's norm grows slower than in the one-layer case (log t)",
-            source=f"{SOURCE}, Sec. 14 and Fig. 7 (right)",
-            measured=float(slope), relation="<", bound=1.0,
-            basis=f"slope of log ρ_k vs log log t over the same window (log t itself has slope 1; "
-                  f"the corrected Eq. 57 predicts 1/K = {1 / K:.3f})",
+            name=f"K={K}: each layer grows like (log t)^(1/K)",
+            statement="each layer's norm grows slower than in the one-layer case (log t): ρ_k ∝ (log t)^{1/K}",
+            source=f"{SOURCE}, Sec. 14 and Fig. 7 (right); rate: Lyu & Li 2020 (implicit-bias-results.md)",
+            measured=float(abs(slope * K - 1)), relation="<=", bound=tol,
+            control=Control(setting="K = 1 (one layer: ρ ∝ log t, slope 1)", measured=float(abs(slope1 * K - 1)),
+                            note=f"K = 1's slope {slope1:.3f} held against K = {K}'s prediction {1 / K:.3f}"),
+            rule="one run (deterministic ODE)",
+            basis=f"slope s of log ρ_k vs log log t over {window}: s = {slope:.3f} vs predicted 1/K = {1 / K:.3f} "
+                  f"(log t itself has slope 1); measured |s·K − 1|, relative tolerance {tol:g}",
         ))
     cf = table[table.source == "closed_form"]
     for K, g in cf.groupby("K"):
@@ -199,7 +250,7 @@ def claims(table: pd.DataFrame) -> list[Claim]:
         out.append(Claim(
             name=f"K={K}: ODE = closed form",
             statement=f"the K = {K} flow has the closed form of Sec. 14 (corrected)",
-            source=f"{SOURCE}, Sec. 14 (K = 1: ρ ~ log t; K = 2: R = li⁻¹(·))",
+            source=f"{SOURCE}, Sec. 14 (K = 1: ρ ~ log t; K = 2: R = li⁻¹(·))", kind="identity",
             measured=float(err), relation="<=", bound=1e-7,
             basis=f"max relative difference of ∏ρ between solve_ivp (rtol 1e-10) and the closed form, "
                   f"t ≤ {t_max:.0e}",
@@ -211,10 +262,11 @@ def claims(table: pd.DataFrame) -> list[Claim]:
         out.append(Claim(
             name=f"K={K}: GD follows the ODE",
             statement="gradient descent on the K-layer network follows the norm-growth dynamics",
-            source=f"{SOURCE}, Sec. 14 and Fig. 7",
+            source=f"{SOURCE}, Sec. 14 and Fig. 7", kind="identity",
             measured=dev, relation="<=", bound=0.01,
             basis=f"max relative deviation of GD's ∏‖W_k‖_F from the ODE started at the run's own norms, "
-                  f"t ≤ {g.t.max():.0e}; 1% (ours) covers the O(η) error of GD as a discretisation",
+                  f"t ≤ {g.t.max():.0e}; identity: the ODE is exact for gradient flow (Euler's identity), so this "
+                  f"checks the derivation and GD's O(η) discretisation error (1%, ours)",
         ))
         if K == 2 and g.printed_product.notna().any():
             dev_printed = float(np.max(np.abs(g["product"] - g.printed_product) / g["product"]))
@@ -223,6 +275,9 @@ def claims(table: pd.DataFrame) -> list[Claim]:
                 statement="for K = 2, R(t) = li⁻¹(f̃K²t + C) with R = e^{f̃∏ρ}",
                 source=f"{SOURCE}, Sec. 14, text after Eq. 57",
                 measured=dev_printed, relation="<=", bound=0.01,
+                control_reason="the printed formula is refuted by GD itself, so a control that should fail could "
+                               "not make the verdict stronger; the corrected closed form passes the same test "
+                               "('K=2: GD follows the ODE')",
                 basis="max relative deviation of GD's ∏‖W_k‖_F from the printed closed form, same tolerance "
                       "as 'GD follows the ODE'. A refutation is expected: the printed factor K² belongs to "
                       "layers tied to one scalar; independent layers give li⁻¹(2f̃t + C)",
@@ -275,4 +330,5 @@ EXPERIMENT = Experiment(
     plot=plot,
     claims=claims,
     description=__doc__ or "",
+    thresholds=THRESHOLDS,
 )
