@@ -7,6 +7,10 @@ Lanczos start vectors — is seeded by
 
     derive_seed(seed, stream, *index)
 
+A *replicate* of an experiment (``repetitions`` runs of its whole pipeline, each with its own data
+subset, initialisation and noise) is the same config with seed ``replicate_seed(seed, r) = seed + r``:
+replicate r of ``seed=s`` is exactly the run ``--set seed=s+r``, so a replicate can be rerun alone.
+
 a hash of the config's seed, the stream's name and its indices by NumPy's ``SeedSequence``
 (O'Neill's PCG seed hashing, the mechanism NumPy recommends for independent streams). Different
 names or indices give streams that do not overlap, whatever the seed; ad-hoc arithmetic such as
@@ -43,3 +47,10 @@ def derive_seed(seed: int, stream: str, *index: int) -> int:
     entropy = [int(seed), zlib.crc32(stream.encode()), len(index), *(int(i) for i in index)]
     low, high = np.random.SeedSequence(entropy).generate_state(2, np.uint32)
     return (int(high) << 32 | int(low)) & (2**53 - 1)
+
+
+def replicate_seed(seed: int, r: int) -> int:
+    """The config seed of replicate ``r`` of a config seeded with ``seed``: ``seed + r`` (module docstring)."""
+    if isinstance(seed, bool) or isinstance(r, bool) or int(seed) != seed or int(r) != r or seed < 0 or r < 0:
+        raise ValueError(f"seed and replicate must be non-negative integers, got {seed!r}, {r!r}")
+    return int(seed) + int(r)

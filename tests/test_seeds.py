@@ -40,3 +40,11 @@ def test_streams_and_indices_do_not_collide():
 def test_rejects_bad_arguments(args):
     with pytest.raises(ValueError):
         derive_seed(*args)
+
+
+def test_replicate_seed_is_the_config_seed_of_replicate_r():
+    from implicitlab.seeds import replicate_seed
+
+    assert [replicate_seed(5, r) for r in range(3)] == [5, 6, 7]  # replicate r of seed=5 is the run seed=5+r
+    with pytest.raises(ValueError):
+        replicate_seed(-1, 0)

@@ -34,7 +34,12 @@ def test_tiny_preset_runs_plots_and_claims(name, tmp_path):
     assert claims and all(isinstance(c, Claim) for c in claims)
     for c in claims:
         assert c.source and c.statement and c.basis
-        assert c.verdict in ("holds", "refuted", "no data")
+        assert c.verdict in ("holds", "refuted", "uninformative", "no data")
+        # a prediction says how it could have failed: a control, or why it has none
+        if c.kind == "prediction":
+            assert c.control is not None or c.control_reason, f"{name}: prediction {c.name!r} has no control"
+        if c.verdict == "no data":
+            assert c.no_data_reason, f"{name}: {c.name!r} has no data and no reason"
     fig = exp.plot(table)
     assert len(fig.axes) >= 1
     # `check` and the report read tables back from the store: claims and plot must survive the trip

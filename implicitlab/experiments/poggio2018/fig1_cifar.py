@@ -42,7 +42,7 @@ import torch
 
 from ...config import dtype_of, require, require_positive
 from ...models.convnet import poggio_fig1_net, poggio_fig1_num_params
-from ...seeds import derive_seed
+from ...seeds import derive_seed, replicate_seed
 from ...train.minibatch import evaluate, fit
 from ..claims import Claim, Threshold
 from ..experiment import Experiment
@@ -107,7 +107,7 @@ PRESETS = {
 def run(cfg: Fig1Config, *, device: torch.device = CPU, progress=None) -> pd.DataFrame:
     dtype = dtype_of(cfg.dtype)
     arrays = load_arrays(cfg.data_dir)
-    jobs = [(cfg.seed + r, kind, n) for r in range(cfg.repetitions) for kind in cfg.label_kinds for n in cfg.ns]
+    jobs = [(replicate_seed(cfg.seed, r), kind, n) for r in range(cfg.repetitions) for kind in cfg.label_kinds for n in cfg.ns]
     cost = np.cumsum([0] + [n for _, _, n in jobs]) / sum(n for _, _, n in jobs)  # work ∝ n (same epochs)
     factory = functools.partial(poggio_fig1_net, cfg.width)
     rows = []

@@ -51,7 +51,7 @@ from torch import nn
 
 from ...config import dtype_of, require, require_positive
 from ...models.convnet import num_params, poggio_fig5_net
-from ...seeds import derive_seed
+from ...seeds import derive_seed, replicate_seed
 from ...train.minibatch import evaluate, full_batch_gradient, make_optimizer, run_epoch
 from ...train.perturb import perturb_parameters_
 from ..claims import Claim, Threshold
@@ -120,7 +120,7 @@ def run(cfg: Fig5Config, *, device: torch.device = CPU, progress=None) -> pd.Dat
     tables = []
     for r in range(k):
         share = (lambda f, r=r: progress((r + f) / k)) if progress else None
-        tables.append(_run_one(cfg, cfg.seed + r, arrays, device, share))
+        tables.append(_run_one(cfg, replicate_seed(cfg.seed, r), arrays, device, share))
     if progress:
         progress(1.0)
     return pd.concat(tables, ignore_index=True)
