@@ -1,5 +1,6 @@
 """Every registered experiment runs its tiny preset, plots from the table and derives claims."""
 
+import dataclasses
 import math
 
 import pandas as pd
@@ -71,3 +72,13 @@ def test_fig7_gd_follows_corrected_ode_and_refutes_printed_eq57():
     printed = found["K=2: printed Eq. 57 (li⁻¹(f̃K²t + C)) matches GD"]
     assert printed.verdict == "refuted" and printed.measured > 0.02
     assert found["K=2: ODE = closed form"].measured < 1e-8
+
+
+def test_sweep_demo_control_large_init_refutes_near_min_norm():
+    # sweep-demo's prediction holds from a small init and is refuted from a large one (its control point)
+    demo = EXPS["sweep-demo"]
+    small = {c.name: c for c in demo.claims(demo.run(demo.presets["tiny"]))}
+    large_cfg = dataclasses.replace(demo.presets["tiny"], init_scale=0.5)  # (3.0 diverges: no data)
+    large = {c.name: c for c in demo.claims(demo.run(large_cfg))}
+    assert small["near_min_norm"].verdict == "holds"
+    assert large["near_min_norm"].verdict == "refuted", large["near_min_norm"].measured
