@@ -287,24 +287,16 @@ FIG1_PRESETS = {
 # ------------------------------------------------------------------------------------ claims
 
 
-def spearman(x, y) -> tuple[float, float]:
-    """Spearman's rank correlation and its two-sided p-value (scipy); NaN when undefined."""
+def spearman(x, y, alternative: str = "two-sided") -> tuple[float, float]:
+    """Spearman's rank correlation and its p-value (scipy; ``alternative`` "two-sided", "greater" or
+    "less"); NaN when undefined."""
     from scipy.stats import spearmanr
 
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(x) < 3 or np.all(x == x[0]) or np.all(y == y[0]):
         return float("nan"), float("nan")
-    r = spearmanr(x, y)
+    r = spearmanr(x, y, alternative=alternative)
     return float(r.statistic), float(r.pvalue)
-
-
-def one_sided_p(rho: float, p_two_sided: float, increasing: bool) -> float:
-    """The one-sided p-value of a rank correlation in the predicted direction, from the two-sided one
-    (scipy's statistic is symmetric): p/2 when ρ has the predicted sign, 1 − p/2 otherwise."""
-    if not (np.isfinite(rho) and np.isfinite(p_two_sided)):
-        return float("nan")
-    right_sign = rho > 0 if increasing else rho < 0
-    return p_two_sided / 2 if right_sign else 1 - p_two_sided / 2
 
 
 TREND_ALPHA = 0.05
@@ -320,11 +312,10 @@ def trend_claim(name: str, statement: str, source: str, x, y, *, increasing: boo
     no trend there by construction, so its p is uniform and it passes with probability ``alpha``.
     """
     x, y = np.array(x, dtype=float), np.array(y, dtype=float)  # copies: a table's column may be read-only
-    rho, p2 = spearman(x, y)
-    p = one_sided_p(rho, p2, increasing)
+    alternative = "greater" if increasing else "less"
+    rho, p = spearman(x, y, alternative)
     y_shuffled = np.random.default_rng(shuffle_seed).permutation(y)
-    rho_c, p2_c = spearman(x, y_shuffled)
-    p_c = one_sided_p(rho_c, p2_c, increasing)
+    rho_c, p_c = spearman(x, y_shuffled, alternative)
     direction = "positive" if increasing else "negative"
     return Claim(
         name=name, statement=statement, source=source, measured=p, relation="<", bound=alpha,

@@ -248,8 +248,10 @@ def permutation_error_sd(confusion: np.ndarray) -> float:
 
 
 def normal_sf(z: float) -> float:
-    """One-sided p-value of a standard normal statistic, P(Z ≥ z)."""
-    return 0.5 * math.erfc(z / math.sqrt(2.0))
+    """One-sided p-value of a standard normal statistic, P(Z ≥ z) (scipy)."""
+    from scipy.stats import norm
+
+    return float(norm.sf(z))
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
