@@ -171,3 +171,68 @@ def deep_linear_minimizer_sharpness(weights: Sequence[Tensor] | nn.Module, X) ->
     root = evecs @ torch.diag(evals.clamp_min(0.0).sqrt()) @ evecs.T  # Σ^{1/2}
     inner = root @ M @ root
     return 2.0 * float(torch.linalg.eigvalsh(0.5 * (inner + inner.T))[-1])
+
+
+# ------------------------------------------------------------------------------------ rank-one aligned minimizer
+
+
+def rank_one_aligned_minimizer(w_star, depth: int, v=None) -> list[Tensor]:
+    """The balanced rank-one aligned global minimizer W_1 = σ v uᵀ, W_k = σ v vᵀ (1 < k < L), W_L = σ vᵀ.
+
+    u = w*/‖w*‖, σ = ‖w*‖^{1/L} and v a unit vector of the hidden width m (default: v = u, so m = d).
+    Its end-to-end vector is σ^L (vᵀv)^{L−1} uᵀ = w*ᵀ, so for overdetermined data (X of full column
+    rank) it is a global minimizer of R. Depth 1 is the single layer W_1 = w*ᵀ.
+
+    Args:
+        w_star: the least-squares solution ``(d,)`` (nonzero).
+        depth: L ≥ 1.
+        v: the hidden direction ``(m,)`` (normalised here), or None for u.
+
+    Returns:
+        [W_1 ``(m, d)``, W_2 … W_{L−1} ``(m, m)``, W_L ``(1, m)``] in float64.
+    """
+    if not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be a positive integer, got {depth!r}")
+    w = _as_float64(w_star).reshape(-1)
+    norm = float(torch.linalg.vector_norm(w))
+    if norm == 0.0 or not math.isfinite(norm):
+        raise ValueError("w* must be a finite, nonzero vector")
+    if depth == 1:
+        return [w.reshape(1, -1).clone()]
+    u = w / norm
+    v = u if v is None else _as_float64(v).reshape(-1)
+    v_norm = float(torch.linalg.vector_norm(v))
+    if v_norm == 0.0 or not math.isfinite(v_norm):
+        raise ValueError("v must be a finite, nonzero vector")
+    v = v / v_norm
+    s = norm ** (1.0 / depth)
+    return [s * torch.outer(v, u)] + [s * torch.outer(v, v) for _ in range(depth - 2)] + [s * v.reshape(1, -1)]
+
+
+def rank_one_aligned_sharpness(X, y, depth: int) -> float:
+    """S of the balanced rank-one aligned minimizer (:func:`rank_one_aligned_minimizer`), in closed form.
+
+    Derivation (the module docstring's S = 2λ_max(Σ^{1/2}MΣ^{1/2}), M = Σ_k ‖a_k‖² B_kᵀB_k): here
+    a_kᵀ = W_L⋯W_{k+1} = σ^{L−k} vᵀ (a_L = 1) and B_k = W_{k−1}⋯W_1 = σ^{k−1} v uᵀ for k ≥ 2 (B_1 = I),
+    so ‖a_1‖²B_1ᵀB_1 = σ^{2L−2} I and ‖a_k‖²B_kᵀB_k = σ^{2L−2} uuᵀ for k ≥ 2:
+
+        M = σ^{2L−2} (I + (L−1) uuᵀ),   S = 2‖w*‖^{2−2/L} λ_max(Σ^{1/2}(I + (L−1)uuᵀ)Σ^{1/2}).
+
+    It does not depend on v. Against S_min = 2La‖w*‖^{2−2/L}: with x = Σ^{1/2}u/‖Σ^{1/2}u‖ the Rayleigh
+    quotient is uᵀΣ²u/uᵀΣu + (L−1)uᵀΣu ≥ L·uᵀΣu = La (Cauchy–Schwarz), so S ≥ S_min, with equality
+    only if Σu = λ_u u (u an eigenvector of Σ). Then the matrix is Σ + (L−1)λ_u uuᵀ, whose eigenvalues
+    are Lλ_u and the other eigenvalues of Σ: S = 2‖w*‖^{2−2/L} max(Lλ_u, max_{j≠u} λ_j), which equals
+    S_min exactly when moreover Lλ_u ≥ every other eigenvalue (always for the top eigenvector, or
+    d = 1; not for an eigenvector of a small eigenvalue at small L). This condition is ours: the
+    issue text states only "u an eigenvector".
+
+    Args:
+        X: inputs ``(n, d)``, Σ = XᵀX/n; y: targets ``(n,)`` (w* = pinv(X)y); depth: L ≥ 1.
+    """
+    ref = deep_linear_sharpness_bound(X, y, depth)
+    u = ref.w_star / ref.w_star_norm
+    evals, evecs = torch.linalg.eigh(ref.sigma)
+    root = evecs @ torch.diag(evals.clamp_min(0.0).sqrt()) @ evecs.T  # Σ^{1/2}
+    inner = root @ (torch.eye(u.shape[0], dtype=torch.float64) + (depth - 1) * torch.outer(u, u)) @ root
+    top = float(torch.linalg.eigvalsh(0.5 * (inner + inner.T))[-1])
+    return 2.0 * ref.w_star_norm ** (2.0 - 2.0 / depth) * top

@@ -163,3 +163,81 @@ def test_bad_input(call, match):
     X, y = regression_data(n=6, d=3)
     with pytest.raises(ValueError, match=match):
         call(X, y)
+
+
+# ------------------------------------------------------------------------ the rank-one aligned minimizer
+
+from implicitlab.references.deep_linear import rank_one_aligned_minimizer, rank_one_aligned_sharpness  # noqa: E402
+
+RTOL_RANK_ONE = 1e-12  # closed form vs eigvalsh of the explicit float64 Hessian (the issue's tolerance)
+
+
+@pytest.mark.parametrize("depth, d, width", [(2, 3, 3), (3, 4, 6), (5, 5, 5), (6, 2, 4)])
+def test_rank_one_aligned_sharpness_matches_explicit_hessian(depth, d, width):
+    X, y = regression_data(n=25, d=d, seed=depth)
+    bound = deep_linear_sharpness_bound(X, y, depth)
+    v = torch.randn(width, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    weights = rank_one_aligned_minimizer(bound.w_star, depth, v=v)
+    torch.testing.assert_close(end_to_end(weights), bound.w_star, rtol=1e-13, atol=1e-13)  # a minimizer
+    assert [tuple(W.shape) for W in weights] == [(width, d)] + [(width, width)] * (depth - 2) + [(1, width)]
+    norms = [float(torch.linalg.matrix_norm(W, ord=2)) for W in weights]
+    assert norms == pytest.approx([float(bound.w_star_norm) ** (1 / depth)] * depth, rel=1e-13)  # balanced
+    closed = rank_one_aligned_sharpness(X, y, depth)
+    assert closed == pytest.approx(explicit_top_eigenvalue(weights, X, y), rel=RTOL_RANK_ONE)
+    assert closed == pytest.approx(deep_linear_minimizer_sharpness(weights, X), rel=RTOL_RANK_ONE)
+
+
+@pytest.mark.parametrize("depth", [2, 3, 6])
+def test_rank_one_aligned_attains_s_min_when_w_star_is_the_top_eigenvector(depth):
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(40, 4, generator=g, dtype=torch.float64)
+    top = torch.linalg.eigh(X.T @ X / X.shape[0]).eigenvectors[:, -1]
+    y = X @ (1.7 * top)  # noiseless: w* = 1.7·(top eigenvector of Σ), up to rounding
+    bound = deep_linear_sharpness_bound(X, y, depth)
+    weights = rank_one_aligned_minimizer(bound.w_star, depth)
+    assert rank_one_aligned_sharpness(X, y, depth) == pytest.approx(bound.s_min, rel=RTOL_RANK_ONE)
+    assert explicit_top_eigenvalue(weights, X, y) == pytest.approx(bound.s_min, rel=RTOL_RANK_ONE)
+
+
+@pytest.mark.parametrize("depth", [2, 3, 6, 10])
+def test_rank_one_aligned_is_sharper_than_s_min_for_a_generic_w_star(depth):
+    X, y = regression_data(n=50, d=5, seed=11)  # w* is no eigenvector of Σ
+    bound = deep_linear_sharpness_bound(X, y, depth)
+    sigma_u = bound.sigma @ bound.w_star
+    assert float(torch.linalg.vector_norm(sigma_u - bound.a * bound.w_star)) > 1e-3  # not an eigenvector
+    closed = rank_one_aligned_sharpness(X, y, depth)
+    assert closed > bound.s_min * (1 + 1e-4)
+    assert closed == pytest.approx(explicit_top_eigenvalue(rank_one_aligned_minimizer(bound.w_star, depth), X, y),
+                                   rel=RTOL_RANK_ONE)
+
+
+def test_rank_one_aligned_misses_s_min_for_a_small_eigenvector_at_small_depth():
+    """u an eigenvector of λ_u with L·λ_u < Λ: S = 2‖w*‖^{2−2/L}·Λ > S_min (the extra condition)."""
+    X = torch.diag(torch.tensor([3.0, 1.0, 0.5], dtype=torch.float64)).repeat(4, 1)  # Σ = diag(3, 1/3, 1/12)
+    sigma = X.T @ X / X.shape[0]
+    evals, evecs = torch.linalg.eigh(sigma)
+    u = evecs[:, 0]  # the smallest eigenvalue
+    y = X @ (2.0 * u)
+    depth = 2
+    assert depth * float(evals[0]) < float(evals[-1])
+    bound = deep_linear_sharpness_bound(X, y, depth)
+    expected = 2.0 * 2.0 ** (2.0 - 2.0 / depth) * float(evals[-1])
+    assert rank_one_aligned_sharpness(X, y, depth) == pytest.approx(expected, rel=RTOL_RANK_ONE)
+    assert expected > 2 * bound.s_min
+
+
+@pytest.mark.parametrize("depth", [1, 4])
+def test_rank_one_aligned_for_d_equal_one_is_s_min(depth):
+    X, y = regression_data(n=15, d=1, seed=4)
+    bound = deep_linear_sharpness_bound(X, y, depth)
+    assert rank_one_aligned_sharpness(X, y, depth) == pytest.approx(bound.s_min, rel=RTOL_RANK_ONE)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: rank_one_aligned_minimizer(torch.zeros(3), 2), "nonzero"),
+    (lambda: rank_one_aligned_minimizer(torch.ones(3), 0), "depth"),
+    (lambda: rank_one_aligned_minimizer(torch.ones(3), 3, v=torch.zeros(4)), "v must"),
+])
+def test_rank_one_aligned_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
