@@ -47,6 +47,66 @@ def activate(h: torch.Tensor, activation: str, eps: float = 0.1) -> torch.Tensor
     raise ValueError(f"unknown activation {activation!r}; choose one of {list(ACTIVATIONS)}")
 
 
+DIFFERENTIABLE = ("none", "relu", "gelu", "smooth_relu", "tanh")
+"""Activations with written-out derivatives (:func:`activate_with_derivatives`). ``"tanh"`` is here for
+the batched chains of :mod:`implicitlab.train.chain_grad`; :func:`activate` and :class:`Architecture`
+do not offer it yet (their tests pin the set of activations)."""
+
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def activate_with_derivatives(
+    z: torch.Tensor, activation: str, eps: float = 0.1, *, order: int = 1, out: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """σ(z), σ′(z) and (``order=2``) σ″(z), sharing the expensive parts (one erf, one exp).
+
+    - ``"gelu"`` (the exact form of ``torch.nn.functional.gelu``, not the tanh approximation):
+      σ = zΦ(z), Φ(z) = ½(1 + erf(z/√2)); σ′ = Φ + zφ, φ(z) = e^{−z²/2}/√(2π); σ″ = φ(2 − z²).
+    - ``"smooth_relu"``: σ = z s, s = sigmoid(z/ε²); σ′ = s + (z/ε²) s(1 − s);
+      σ″ = s(1 − s)(2 + (z/ε²)(1 − 2s))/ε².
+    - ``"relu"``: σ′ = 1[z > 0] (autograd's choice at 0), σ″ = 0.
+    - ``"tanh"``: σ′ = 1 − σ², σ″ = −2σσ′.
+    - ``"none"``: σ = z (the same tensor), σ′ = σ″ = None (the identity needs no product).
+
+    Args:
+        z: pre-activations, any shape.
+        order: 1 (σ, σ′) or 2 (also σ″; None otherwise).
+        out: optional buffer for σ(z) (same shape and dtype as z).
+    """
+    if activation == "none":
+        return z, None, None
+    if activation not in DIFFERENTIABLE:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {list(DIFFERENTIABLE)}")
+    second = None
+    if activation == "gelu":
+        cdf = torch.mul(z, _INV_SQRT2).erf_().add_(1.0).mul_(0.5)  # Φ(z)
+        pdf = torch.mul(z, z).mul_(-0.5).exp_().mul_(_INV_SQRT2PI)  # φ(z)
+        a = torch.mul(z, cdf, out=out)
+        if order == 2:
+            second = torch.mul(z, z).neg_().add_(2.0).mul_(pdf)
+        d1 = pdf.mul_(z).add_(cdf)
+    elif activation == "smooth_relu":
+        scale = 1.0 / eps**2
+        s = torch.mul(z, scale).sigmoid_()
+        a = torch.mul(z, s, out=out)
+        ss = torch.sub(1.0, s).mul_(s)  # s(1 − s)
+        if order == 2:
+            second = torch.mul(s, -2.0).add_(1.0).mul_(z).mul_(scale).add_(2.0).mul_(ss).mul_(scale)
+        d1 = ss.mul_(z).mul_(scale).add_(s)
+    elif activation == "relu":
+        a = torch.relu(z) if out is None else torch.clamp(z, min=0.0, out=out)
+        d1 = (z > 0).to(z.dtype)
+        if order == 2:
+            second = torch.zeros_like(z)
+    else:  # tanh
+        a = torch.tanh(z, out=out) if out is not None else torch.tanh(z)
+        d1 = torch.mul(a, a).neg_().add_(1.0)
+        if order == 2:
+            second = torch.mul(a, d1).mul_(-2.0)
+    return a, d1, second
+
+
 @dataclass(frozen=True)
 class Architecture:
     """A chain of bias-free linear layers.

@@ -9,6 +9,10 @@ gradients at once because the runs share no parameter.
   exact when L itself has underflowed (L < e^{−745}).
 - **Linear networks** (any depth, no activation) use the closed-form backward pass of
   :mod:`implicitlab.train.linear_grad` instead of autograd.
+- **Nonlinear chains** (an elementwise activation between layers: GELU, ReLU, smooth ReLU) use the
+  written-out batched backward pass of :mod:`implicitlab.train.chain_grad` (pre-activations kept,
+  σ′ computed beside σ, buffers reused across steps). Autograd remains only for a subclass of
+  :class:`~implicitlab.models.Ensemble` that overrides ``forward``.
 - **Square loss on a linear network** (any depth, no activation): the loss depends on the data only
   through Σ = XᵀX/n, b = XᵀY/n and c = ‖Y‖²/n, R(P) = tr(PΣPᵀ) − 2 tr(Pb) + c with P the end-to-end
   matrix, so a full-batch step costs O(L d³) whatever n is. The probes still evaluate the loss from
@@ -32,6 +36,7 @@ from ..losses import LOSSES, SquareLossStats, check_targets, log_loss
 from ..losses import loss as loss_value
 from ..models import Ensemble
 from ..seeds import derive_seed
+from .chain_grad import ChainWorkspace, chain_gradients
 from .linear_grad import linear_chain_gradients
 from .probes import Probe, ProbeContext, loss_probe
 
@@ -127,7 +132,9 @@ def gradient_descent(
         raise ValueError(f"probe steps must lie in [0, {num_steps}]")
     probe_set = set(int(s) for s in wanted)
 
-    linear = model.arch.activation == "none"
+    written_out = type(model).forward is Ensemble.forward  # a subclass with its own forward: autograd
+    linear = model.arch.activation == "none" and written_out
+    workspace = ChainWorkspace()
     stats = SquareLossStats(X, y, reduction) if (loss_name == "square" and linear and batch_size is None) else None
 
     def objective(Xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
@@ -188,6 +195,11 @@ def gradient_descent(
             obj, grads = linear_chain_gradients(
                 params, model.head, Xb, yb, loss_name, reduction, normalized,
                 stats if Xb is X else None, yX if Xb is X else None,
+            )
+        elif written_out:
+            obj, grads = chain_gradients(
+                params, model.head, Xb, yb, loss_name, reduction, normalized,
+                model.arch.activation, model.arch.eps, workspace=workspace,
             )
         else:
             obj = objective(Xb, yb)  # (R,)

@@ -15,7 +15,8 @@ and A_k = [head] W_L⋯W_{k+1} (suffix, ``(R, d_out, out_k)``), the chain rule g
 
 Autograd would give the same numbers (the tests hold them against it); writing the backward pass
 out removes the per-step graph bookkeeping, which dominates for the small models we sweep.
-Cross-entropy falls back to autograd on the outputs only.
+Cross-entropy falls back to autograd on the outputs only. :func:`dloss_doutputs` is shared with the
+nonlinear chains of :mod:`implicitlab.train.chain_grad`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 from ..losses import log_loss, log_loss_terms, loss, softplus
 
 
-def _dloss_doutputs(
+def dloss_doutputs(
     loss_name: str, F: torch.Tensor, y: torch.Tensor, reduction: str, normalized: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Objective per run ``(R,)`` and its gradient with respect to the outputs F ``(R, n, d_out)``."""
@@ -132,7 +133,7 @@ def linear_chain_gradients(
         G = torch.matmul(dm.unsqueeze(1), yX)  # (R, 1, d)
     else:
         F = torch.matmul(X, P.transpose(-1, -2))  # (R, n, d_out)
-        value, dF = _dloss_doutputs(loss_name, F, y, reduction, normalized)
+        value, dF = dloss_doutputs(loss_name, F, y, reduction, normalized)
         G = torch.matmul(dF.transpose(-1, -2), X)  # (R, d_out, d)
 
     # H_k = G B_kᵀ with B_k = W_{k−1}⋯W_1, built forward: H_1 = G, H_{k+1} = H_k W_kᵀ.

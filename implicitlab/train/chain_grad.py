@@ -1,0 +1,172 @@
+"""Written-out gradients of chains with an elementwise activation, batched over runs.
+
+A run of an :class:`~implicitlab.models.Ensemble` is f(x) = [head] W_L σ(W_{L−1} ⋯ σ(W_1 x)). With the
+examples as columns (the layout used here: activations ``(R, width, n)``, n contiguous),
+
+    Z_1 = W_1 Xᵀ,   A_k = σ(Z_k),   Z_{k+1} = W_{k+1} A_k,   Fᵀ = [head] Z_L,
+
+and the chain rule, with Δ_k = ∂L/∂Z_k ``(R, out_k, n)``, gives the backward pass
+
+    Δ_L = [headᵀ] (∂L/∂F)ᵀ,   ∂L/∂W_k = Δ_k A_{k−1}ᵀ  (A_0 = Xᵀ),   Δ_{k−1} = σ′(Z_{k−1}) ⊙ (W_kᵀ Δ_k).
+
+The forward pass keeps every layer's σ′(Z_k) (computed beside σ(Z_k) from one erf and one exp for
+GELU: :func:`~implicitlab.models.architecture.activate_with_derivatives`), so the backward pass is
+one batched product per layer for Δ, one for the gradient and one elementwise product. ∂L/∂F is the
+loss's own derivative (:func:`implicitlab.train.linear_grad.dloss_doutputs`: square, exp, logistic
+written out, in the log domain for normalized GD; cross-entropy by autograd on the outputs only).
+
+The shared first layer is one GEMM over all runs: W_1 stacked ``(R·w, d)`` times Xᵀ ``(d, n)``;
+likewise its gradient Δ_1 stacked ``(R·w, n)`` times X. Runs share no parameter and every product
+is per run, so a NaN in run r stays in run r (divergence is a per-run outcome, as with autograd).
+
+Autograd would give the same numbers (``tests/train/test_chain_grad.py`` holds them against it run
+by run, to 1e-12 in float64); writing the pass out removes the graph bookkeeping, which dominates for
+the small models we sweep, and lets the buffers be reused from step to step (:class:`ChainWorkspace`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..models.architecture import DIFFERENTIABLE, activate_with_derivatives
+from .linear_grad import dloss_doutputs
+
+
+class ChainWorkspace:
+    """Buffers reused from one step to the next (pre-activations and gradients), keyed by shape.
+
+    A workspace belongs to one training loop: the gradients returned with it are overwritten by the
+    next call, so use them (e.g. take the step) before calling again.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple, torch.Tensor] = {}
+
+    def get(self, key: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        k = (key, tuple(shape), like.dtype, like.device)
+        buf = self._buffers.get(k)
+        if buf is None:
+            buf = self._buffers[k] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return buf
+
+
+def _check(weights: list[torch.Tensor], head, X: torch.Tensor, activation: str) -> None:
+    if activation not in DIFFERENTIABLE:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {list(DIFFERENTIABLE)}")
+    if not weights:
+        raise ValueError("a chain needs at least one layer")
+    R = weights[0].shape[0]
+    for k, W in enumerate(weights):
+        if W.ndim != 3 or W.shape[0] != R:
+            raise ValueError(f"layer {k}: weights must be (R={R}, out, in), got {tuple(W.shape)}")
+        if k and W.shape[2] != weights[k - 1].shape[1]:
+            raise ValueError(f"layer {k} takes {W.shape[2]} inputs but layer {k - 1} has {weights[k - 1].shape[1]} outputs")
+        if W.dtype != X.dtype:
+            raise ValueError(f"layer {k} is {W.dtype} but X is {X.dtype}")
+    if X.shape[-1] != weights[0].shape[2]:
+        raise ValueError(f"X has {X.shape[-1]} features, the first layer takes {weights[0].shape[2]}")
+    if X.ndim == 3 and X.shape[0] != R:
+        raise ValueError(f"per-run inputs must be (R={R}, B, d), got {tuple(X.shape)}")
+    if X.ndim not in (2, 3):
+        raise ValueError(f"X must be (n, d) or (R, B, d), got {tuple(X.shape)}")
+    if head is not None and (head.shape[0] != R or head.shape[2] != weights[-1].shape[1]):
+        raise ValueError(f"head must be (R={R}, d_out, {weights[-1].shape[1]}), got {tuple(head.shape)}")
+
+
+@torch.no_grad()
+def chain_forward(
+    weights: list[torch.Tensor],
+    head: torch.Tensor | None,
+    X: torch.Tensor,
+    activation: str,
+    eps: float = 0.1,
+    *,
+    workspace: ChainWorkspace | None = None,
+    keep: bool = True,
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor | None]]:
+    """Outputs Fᵀ ``(R, d_out, n)``, the inputs A_{k−1} of each layer and σ′(Z_k) of each hidden layer.
+
+    ``inputs[0]`` is Xᵀ (a view ``(d, n)`` or ``(R, d, B)``); ``inputs[k]`` = σ(Z_k) ``(R, out_k, n)``;
+    ``derivs[k]`` = σ′(Z_{k+1}) for the hidden layers (None for ``"none"``). ``keep=False`` skips σ′.
+    """
+    ws = workspace if workspace is not None else ChainWorkspace()
+    R = weights[0].shape[0]
+    n = X.shape[-2]
+    XT = X.transpose(-1, -2)  # (d, n) or (R, d, B)
+    L = len(weights)
+    inputs: list[torch.Tensor] = [XT]
+    derivs: list[torch.Tensor | None] = []
+    h = XT
+    for k, W in enumerate(weights):
+        out_k = W.shape[1]
+        z = ws.get(f"z{k}", (R, out_k, n), W)
+        if k == 0 and X.ndim == 2:  # one GEMM over all runs: (R·out, d) @ (d, n)
+            torch.mm(W.reshape(R * out_k, W.shape[2]), XT, out=z.view(R * out_k, n))
+        else:
+            torch.bmm(W, h, out=z)  # (R, out_k, n)
+        if k == L - 1:
+            h = z
+            break
+        a, d1, _ = activate_with_derivatives(z, activation, eps, out=ws.get(f"a{k}", (R, out_k, n), W)
+                                             if activation != "none" else None)
+        inputs.append(a)
+        derivs.append(d1 if keep else None)
+        h = a
+    if head is not None:
+        h = torch.bmm(head, h, out=ws.get("head_out", (R, head.shape[1], n), head))  # (R, d_out, n)
+    return h, inputs, derivs
+
+
+@torch.no_grad()
+def chain_gradients(
+    weights: list[torch.Tensor],
+    head: torch.Tensor | None,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    loss_name: str,
+    reduction: str,
+    normalized: bool,
+    activation: str,
+    eps: float = 0.1,
+    *,
+    workspace: ChainWorkspace | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Per-run objective ``(R,)`` (L, or log L when ``normalized``) and gradients ``[(R, out_k, in_k)]``.
+
+    Args:
+        weights: ``[(R, out_k, in_k)]``, first layer first; any width per layer.
+        head: fixed output matrix ``(R, d_out, width_L)`` or None.
+        X: ``(n, d)`` shared data, or ``(R, B, d)`` per-run mini-batches; y to match (``(n,)``,
+            ``(n, d_out)`` or ``(R, B[, d_out])``), as :func:`implicitlab.losses.loss` reads them.
+        loss_name, reduction, normalized: as :func:`implicitlab.train.gradient_descent`.
+        activation: ``"none" | "relu" | "gelu" | "smooth_relu" | "tanh"`` between layers (not after
+            the last); eps: the smooth ReLU's ε.
+        workspace: reuse buffers across calls (the returned gradients are then overwritten by the
+            next call); None allocates fresh ones.
+    """
+    _check(weights, head, X, activation)
+    ws = workspace if workspace is not None else ChainWorkspace()
+    R = weights[0].shape[0]
+    n = X.shape[-2]
+    L = len(weights)
+    FT, inputs, derivs = chain_forward(weights, head, X, activation, eps, workspace=ws)
+    value, dF = dloss_doutputs(loss_name, FT.transpose(-1, -2), y, reduction, normalized)  # dF (R, n, d_out)
+    delta = dF.transpose(-1, -2)  # (R, d_out, n) = ∂L/∂Fᵀ
+    if head is not None:
+        delta = torch.bmm(head.transpose(-1, -2), delta, out=ws.get("dhead", (R, head.shape[2], n), head))
+
+    grads: list[torch.Tensor] = [None] * L  # type: ignore[list-item]
+    for k in range(L - 1, -1, -1):
+        W = weights[k]
+        g = ws.get(f"g{k}", tuple(W.shape), W)
+        if k == 0 and X.ndim == 2:  # (R·out, n) @ (n, d): one GEMM over all runs
+            delta = delta.contiguous()
+            torch.mm(delta.view(R * W.shape[1], n), X, out=g.view(R * W.shape[1], W.shape[2]))
+        else:
+            torch.bmm(delta, inputs[k].transpose(-1, -2), out=g)  # (R, out_k, in_k)
+        grads[k] = g
+        if k > 0:
+            nxt = torch.bmm(W.transpose(-1, -2), delta, out=ws.get(f"d{k}", (R, W.shape[2], n), W))
+            d1 = derivs[k - 1]
+            delta = nxt if d1 is None else nxt.mul_(d1)  # Δ_{k−1} = σ′(Z_{k−1}) ⊙ W_kᵀ Δ_k
+    return value, grads
