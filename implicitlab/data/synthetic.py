@@ -62,6 +62,46 @@ def marion_chizat_regression(n: int, d: int, *, noise: float = 1.0, seed: int = 
             "w_true": w_true / scale}
 
 
+def conditioned_regression(n: int, d: int, kappa: float, *, noise: float = 1.0, seed: int = 0) -> dict[str, np.ndarray]:
+    """Regression data whose empirical covariance Σ = XᵀX/n has condition number exactly ``kappa``.
+
+    Σ gets the geometric spectrum λ_i = κ^{−i/(d−1)}, i = 0…d−1 (λ_max = 1, λ_min = 1/κ; for d = 1
+    only κ = 1 is possible). With Q ``(n, d)`` orthonormal columns (QR of a Gaussian matrix) and V a
+    Haar-random orthogonal ``(d, d)`` (QR with the signs of R's diagonal), X = √n · Q diag(√λ) Vᵀ, so
+    Σ = V diag(λ) Vᵀ: the eigenvalues are the λ_i up to rounding, whatever the draw.
+    Then as in :func:`marion_chizat_regression`: w_true ~ N(0, I_d), y = X w_true + noise·ε,
+    w* = the least-squares solution (unique: n ≥ d and Σ ≻ 0), y and w* divided by ‖w*‖.
+
+    Q, V, w_true and ε are drawn from one seeded generator in that order and do not depend on
+    ``kappa``: one seed at several κ is the same draw with another spectrum (a paired design).
+
+    Returns a dict with ``X`` ``(n, d)``, ``y`` ``(n,)``, ``w_star`` ``(d,)`` (‖w*‖ = 1), ``w_true``,
+    ``eigenvalues`` ``(d,)`` (the λ_i, descending) and ``eigenvectors`` V ``(d, d)`` (column i for λ_i).
+    """
+    if n < 1 or d < 1 or n < d:
+        raise ValueError(f"need 1 ≤ d ≤ n (Σ must be invertible), got n={n}, d={d}")
+    if not (np.isfinite(kappa) and kappa >= 1):
+        raise ValueError(f"kappa must be a finite number ≥ 1, got {kappa!r}")
+    if d == 1 and kappa != 1:
+        raise ValueError(f"with d = 1 the condition number is 1, got kappa={kappa!r}")
+    if not (np.isfinite(noise) and noise >= 0):
+        raise ValueError(f"noise must be finite and ≥ 0, got {noise!r}")
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.standard_normal((n, d)))  # (n, d), QᵀQ = I
+    G, upper = np.linalg.qr(rng.standard_normal((d, d)))
+    V = G * np.sign(np.diag(upper))  # Haar-distributed orthogonal (d, d)
+    eigenvalues = float(kappa) ** (-np.arange(d) / max(d - 1, 1))  # (d,) descending, λ_0 = 1
+    X = np.sqrt(n) * (Q * np.sqrt(eigenvalues)) @ V.T  # (n, d)
+    w_true = rng.standard_normal(d)
+    y = X @ w_true + noise * rng.standard_normal(n)
+    w_star = np.linalg.lstsq(X, y, rcond=None)[0]
+    scale = np.linalg.norm(w_star)
+    if scale == 0:
+        raise ValueError("w* = 0: the targets are orthogonal to the inputs")
+    return {"X": X, "y": y / scale, "w_star": w_star / scale, "w_true": w_true / scale,
+            "eigenvalues": eigenvalues, "eigenvectors": V}
+
+
 # --------------------------------------------------------------------------- 1-D regression (Poggio et al. 2018, Figs 4 and 6)
 
 POLYNOMIAL_BASES = ("monomial", "chebyshev", "legendre")

@@ -130,3 +130,57 @@ def test_polynomial_features_bases():
         polynomial_features(x, 3, "fourier")
     with pytest.raises(ValueError, match="at least one feature"):
         polynomial_features(x, 0)
+
+
+# --------------------------------------------------------------------------- conditioned regression (mc2024-constant)
+
+
+@pytest.mark.parametrize("kappa", [1.0, 3.0, 10.0, 30.0, 1e4])
+@pytest.mark.parametrize(("n", "d"), [(50, 5), (7, 7), (200, 12)])
+def test_conditioned_regression_has_the_exact_condition_number_and_spectrum(kappa, n, d):
+    from implicitlab.data.synthetic import conditioned_regression
+
+    data = conditioned_regression(n, d, kappa, noise=1.0, seed=4)
+    X = data["X"]
+    assert X.shape == (n, d) and X.dtype == np.float64
+    sigma = X.T @ X / n
+    eig = np.linalg.eigvalsh(sigma)[::-1]  # independent: a symmetric eigensolver on Σ itself
+    assert abs((eig[0] / eig[-1]) / kappa - 1) <= 1e-12  # cond(Σ) = κ to 1e-12 relative
+    expected = kappa ** (-np.arange(d) / (d - 1))  # the specified geometric spectrum, λ_max = 1
+    np.testing.assert_allclose(eig, expected, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(data["eigenvalues"], expected, rtol=1e-15, atol=0)
+    V = data["eigenvectors"]  # Σ v_i = λ_i v_i for the returned eigenvectors
+    np.testing.assert_allclose(sigma @ V, V * expected, rtol=0, atol=1e-12)
+
+
+def test_conditioned_regression_w_star_is_least_squares_with_unit_norm_and_pairs_kappas():
+    from implicitlab.data.synthetic import conditioned_regression
+
+    a, b = conditioned_regression(40, 6, 10.0, seed=2), conditioned_regression(40, 6, 10.0, seed=2)
+    np.testing.assert_array_equal(a["X"], b["X"])
+    assert abs(np.linalg.norm(a["w_star"]) - 1) < 1e-14
+    w_ls = np.linalg.solve(a["X"].T @ a["X"], a["X"].T @ a["y"])  # normal equations, independent of lstsq
+    np.testing.assert_allclose(a["w_star"], w_ls, rtol=0, atol=1e-12)
+    # one seed at another κ: same rotation V (paired design), another spectrum
+    c = conditioned_regression(40, 6, 3.0, seed=2)
+    np.testing.assert_array_equal(a["eigenvectors"], c["eigenvectors"])
+    assert not np.allclose(a["X"], c["X"])
+    assert not np.array_equal(a["X"], conditioned_regression(40, 6, 10.0, seed=3)["X"])
+    # κ = 1: Σ = I exactly up to rounding
+    one = conditioned_regression(40, 6, 1.0, seed=2)
+    np.testing.assert_allclose(one["X"].T @ one["X"] / 40, np.eye(6), rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((5, 6, 3.0), "need 1 ≤ d ≤ n"),
+    ((10, 3, 0.5), "kappa must be a finite number ≥ 1"),
+    ((10, 3, float("inf")), "kappa must be a finite number ≥ 1"),
+    ((10, 1, 2.0), "with d = 1"),
+])
+def test_conditioned_regression_refuses_bad_input(args, message):
+    from implicitlab.data.synthetic import conditioned_regression
+
+    with pytest.raises(ValueError, match=message):
+        conditioned_regression(*args)
+    with pytest.raises(ValueError, match="noise must be"):
+        conditioned_regression(10, 3, 2.0, noise=-1.0)
