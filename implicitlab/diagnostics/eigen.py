@@ -105,6 +105,7 @@ def sharpness(
     penalty=None,
     mode: str = "eval",
     batch=None,
+    distributed=None,
 ) -> EigenResult:
     """Sharpness: the top-k Hessian eigenvalues of a model's data-set loss, with residuals.
 
@@ -112,7 +113,9 @@ def sharpness(
     callable of ``(outputs, targets)`` only; ``X``, ``y``, ``chunk_size``, ``reduction``, ``reuse``,
     ``params`` (a parameter filter: names or a predicate ``(name, tensor) -> bool``), ``penalty``
     (``P(param_dict)``, added once), ``mode`` (``"eval"`` by default, whatever mode the model is
-    in; ``"train_batchnorm"``; ``"model"``) and ``batch`` (a loader's batch adapter) as there; its
+    in; ``"train_batchnorm"``; ``"model"``), ``batch`` (a loader's batch adapter) and ``distributed``
+    (data parallelism over ``torch.distributed``: each rank passes its shard of the data and gets
+    the same result, bit for bit; :mod:`~implicitlab.diagnostics.distributed`) as there; its
     determinism probe costs two products, not counted in ``num_matvecs``) and runs
     :func:`~implicitlab.diagnostics.lanczos.lanczos_eigenpairs` (``k``, ``which``, ``tol``, ``v0``,
     ``max_matvecs``, ``criterion``, ``explicit_residuals``, ``seed`` as there). To follow a model
@@ -133,7 +136,7 @@ def sharpness(
     H = HessianOperator(
         model, loss, X, y, chunk_size=chunk_size, reduction=reduction,
         check_determinism=check_determinism, reuse=reuse, seed=seed,
-        params=params, penalty=penalty, mode=mode, batch=batch,
+        params=params, penalty=penalty, mode=mode, batch=batch, distributed=distributed,
     )
     check_eigen_options(H, k=k, which=which, tol=tol, criterion=criterion, max_matvecs=max_matvecs)
     return lanczos_eigenpairs(

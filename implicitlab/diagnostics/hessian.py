@@ -17,7 +17,10 @@ How a product is computed (Pearlmutter 1994; the forward-over-reverse order is t
 
     H v = Σ_c (n_c / N) · ∇²R_c v,    ∇²R_c v = d/dt ∇R_c(θ + t v) |_{t=0}    (jvp of grad)
 
-so memory is that of one chunk whatever N; the penalty's ∇²P v is added once. ``backend="autograd"`` computes ∇²R_c v as the gradient
+so memory is that of one chunk whatever N; the penalty's ∇²P v is added once. With
+``distributed`` (:mod:`~implicitlab.diagnostics.distributed`) each rank's data are one shard of the
+data set: the shards' sums Σ_c n_c ∇²R_c v and counts are gathered and added in rank order (N = Σ n_r),
+the penalty added once, and every rank holds the same bits. ``backend="autograd"`` computes ∇²R_c v as the gradient
 of ⟨∇R_c, v⟩ (double backward) instead; ``"auto"`` uses ``torch.func`` and falls back to double
 backward for models that ``torch.func`` cannot transform.
 
@@ -45,6 +48,7 @@ from torch import Tensor, nn
 from torch.func import grad, jvp
 
 from . import determinism
+from .distributed import ShardGroup, fingerprint, fingerprint_scale, resolve_group
 from .forward_ad import load_jvp_decompositions
 from .kept_state import DEFAULT_GRAPH_MEMORY, REUSE_MODES, KeptState
 from .objective import DatasetObjective, LossSpec, ParamFilter, Penalty
@@ -83,6 +87,12 @@ class HessianOperator:
         reuse: what is kept between products at the same parameters: ``"graph"`` (default),
             ``"linearized"`` or ``"none"`` (:mod:`~implicitlab.diagnostics.kept_state`).
         graph_memory: bytes the kept state may hold (default 1 GiB); beyond it, recompute.
+        distributed: data parallelism over ``torch.distributed`` — ``None`` (default): over the
+            default process group when one is initialised; ``False``: never; ``True``: the default
+            group; or a ``ProcessGroup``. Each rank's ``X``, ``y`` are then its shard of the data
+            set (shards may differ in size); every rank must call with the same model, options and
+            seed, and gets the same products bit for bit
+            (:mod:`~implicitlab.diagnostics.distributed`). Not with ``mode="train_batchnorm"``.
 
     Attributes:
         shape: ``(D, D)``; dtype, device: those of the parameters; num_matvecs: products so far
@@ -90,7 +100,9 @@ class HessianOperator:
         reuse_status: ``reuse``'s value in force, or ``"none: <reason>"`` / ``"graph: <reason>"``
         after a fallback; graph_bytes: bytes the kept state holds (0 when nothing is kept);
         objective: the :class:`~implicitlab.diagnostics.objective.DatasetObjective`; kept: the
-        :class:`~implicitlab.diagnostics.kept_state.KeptState`.
+        :class:`~implicitlab.diagnostics.kept_state.KeptState`; group: the
+        :class:`~implicitlab.diagnostics.distributed.ShardGroup` (None on one process);
+        num_examples: N, all shards together; shard_sizes: n_r of each rank (``[N]`` on one process).
     """
 
     def __init__(
@@ -112,15 +124,27 @@ class HessianOperator:
         seed: int = 0,
         reuse: str = "graph",
         graph_memory: int = DEFAULT_GRAPH_MEMORY,
+        distributed=None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
         if reuse not in REUSE_MODES:
             raise ValueError(f"unknown reuse {reuse!r}; choose one of {list(REUSE_MODES)}")
-        self.objective = objective = DatasetObjective(
-            model, loss, X, y, chunk_size=chunk_size, reduction=reduction, params=params, penalty=penalty,
-            mode=mode, batch=batch,
-        )
+        group: ShardGroup | None = resolve_group(distributed)
+        self.group = group
+        if group is not None and mode == "train_batchnorm":
+            raise ValueError(
+                "mode='train_batchnorm' normalises with the statistics of the full data set in one chunk, "
+                "which a data-parallel operator does not hold on any rank: use mode='eval' (or distributed=False)"
+            )
+
+        def build() -> DatasetObjective:
+            return DatasetObjective(
+                model, loss, X, y, chunk_size=chunk_size, reduction=reduction, params=params, penalty=penalty,
+                mode=mode, batch=batch,
+            )
+
+        self.objective = objective = build() if group is None else group.agree(build, "checking the data and options")
         self.model = model
         self.loss_fn = objective.loss_fn
         self.reduction = objective.reduction
@@ -135,13 +159,59 @@ class HessianOperator:
         self.num_matvecs = 0
         self.columns_per_pass = 32  # columns of H @ V batched in one vmapped pass (memory × this)
         self.num_examples = objective.num_examples
+        self.shard_sizes = [objective.num_examples]
+        if group is not None:
+            self._check_ranks_agree()
         self.reuse = reuse
         self.kept = KeptState(objective, reuse, graph_memory, self._reference_product)
-        if check_determinism:
+        if check_determinism and group is None:
             determinism.check_determinism(
                 lambda v: self._matvec(v, reuse=False), model, self.dim,
                 dtype=self.dtype, device=self.device, rtol=probe_rtol, seed=seed, mode=mode,
             )
+        elif check_determinism:  # each rank probes its own shard; a failing shard is named on every rank
+            group.agree(lambda: determinism.check_determinism(
+                self._shard_matvec, model, self.dim,
+                dtype=self.dtype, device=self.device, rtol=probe_rtol, seed=seed, mode=mode,
+            ), "the determinism probe (each rank's data shard, two passes)")
+
+    # ------------------------------------------------------------------------- ranks ---
+    def _check_ranks_agree(self) -> None:
+        """Every rank has the same variables, dtype, reduction, mode and penalty, and the same
+        parameter values (fingerprints); the shard sizes give N. Raises on every rank otherwise."""
+        obj, group = self.objective, self.group
+        group.comm_device(self.device)  # a backend that cannot carry the tensors: an error now
+        signature = (list(zip(obj.names, map(tuple, obj.shapes))), str(self.dtype), self.device.type,
+                     obj.reduction, obj.loss_reduction, self.mode, obj.penalty is not None)
+        group.check_same(signature, "the model's variables, dtype, device type, reduction, mode and penalty")
+        sizes = group.gather_objects(obj.num_examples, "the shard sizes")
+        self.shard_sizes = [int(n) for n in sizes]
+        self.num_examples = sum(self.shard_sizes)
+        flat = torch.cat([p.reshape(-1) for p in obj.params().values()])
+        meta = torch.tensor([*fingerprint(flat), fingerprint_scale(flat)], dtype=torch.float64, device=self.device)
+        self._check_fingerprints(group.gather(meta, "the parameters' fingerprints"), 0, "parameters")
+
+    def _check_fingerprints(self, metas: list[Tensor], at: int, what: str) -> None:
+        """metas[r][at : at + 3] = (Σ t, Σ i t / n, Σ |t|) of rank r's ``what``: equal to rank 0's to √ε."""
+        rtol = float(torch.finfo(self.dtype).eps) ** 0.5
+        ref = metas[0][at : at + 3].tolist()
+        bad = [r for r, m in enumerate(metas)
+               if any(abs(a - b) > rtol * ref[2] + 1e-300 for a, b in zip(m[at : at + 2].tolist(), ref[:2]))]
+        if bad:
+            raise ValueError(
+                f"the ranks' {what} differ: ranks {bad} differ from rank 0 (fingerprints "
+                f"{metas[bad[0]][at : at + 2].tolist()} vs {ref[:2]}). Every rank must hold the same model "
+                "and pass the same vectors (the same seed on every rank); only the data differ"
+            )
+
+    def _shard_matvec(self, v: Tensor) -> Tensor:
+        """This rank's shard alone, H_r v = its data term (its own mean for reduction="mean") + ∇²P v,
+        recomputed: what the determinism probe applies on each rank (no collective)."""
+        total, count = self._local_products(v.unsqueeze(0), reuse=False)
+        total = total if self.reduction == "sum" else total / count
+        if self.objective.penalty is not None:
+            total = total + self._penalty_products(self.objective.tangents(v.unsqueeze(0)), 1)
+        return total[0]
 
     @property
     def reuse_status(self) -> str:
@@ -231,9 +301,9 @@ class HessianOperator:
             out = {n: torch.stack([r[n] for r in rows]) for n in names}
         return torch.cat([out[n].reshape(m, -1) for n in names], dim=1)
 
-    def _products(self, V: Tensor, reuse: bool = True, penalty: bool = True) -> Tensor:
-        """H vᵢ for the rows vᵢ of ``V`` ``(m, D)`` (operator device and dtype) → ``(m, D)``
-        (without ∇²P for ``penalty=False``)."""
+    def _local_products(self, V: Tensor, reuse: bool = True) -> tuple[Tensor, int]:
+        """Σ_c n_c ∇²R_c vᵢ over this process's chunks for the rows vᵢ of ``V`` ``(m, D)`` → ``(m, D)``,
+        and the number of examples; no collective, not counted."""
         m = V.shape[0]
         names = self.objective.names
         tangents = self.objective.tangents(V)
@@ -253,9 +323,41 @@ class HessianOperator:
                 count += n_c
         if count == 0:
             raise ValueError("the data set is empty (the loader yielded no examples)")
+        return total, count
+
+    def _reduce(self, V: Tensor, total: Tensor, count: int) -> tuple[Tensor, int]:
+        """The shards' sums added in rank order (the same bits on every rank) and N; the ranks'
+        inputs V and parameters are compared through their fingerprints on the way."""
+        group, m = self.group, V.shape[0]
+        flat = torch.cat([p.reshape(-1) for p in self.objective.params().values()])
+        meta = torch.tensor([count, *fingerprint(V), fingerprint_scale(V), *fingerprint(flat), fingerprint_scale(flat)],
+                            dtype=torch.float64, device=self.device)
+        if self.dtype == torch.float64:  # one collective: the products with their metadata
+            parts = group.gather(torch.cat([total.reshape(-1), meta]), "Hessian-product")
+            metas, products = [p[-7:] for p in parts], [p[:-7].reshape(m, self.dim) for p in parts]
+        else:
+            metas = group.gather(meta, "Hessian-product metadata")
+            products = group.gather(total, "Hessian-product")
+        self._check_fingerprints(metas, 1, "input vectors")
+        self._check_fingerprints(metas, 4, "parameters")
+        summed = products[0].clone()
+        for p in products[1:]:
+            summed += p
+        sizes = [int(mt[0]) for mt in metas]
+        self.shard_sizes = sizes
+        return summed, sum(sizes)
+
+    def _products(self, V: Tensor, reuse: bool = True, penalty: bool = True) -> Tensor:
+        """H vᵢ for the rows vᵢ of ``V`` ``(m, D)`` (operator device and dtype) → ``(m, D)``
+        (without ∇²P for ``penalty=False``); over every rank's shard when distributed."""
+        m = V.shape[0]
+        total, count = self._local_products(V, reuse)
+        if self.group is not None:
+            total, count = self._reduce(V, total, count)
         self.num_examples = count
         self.num_matvecs += m
         total = total if self.reduction == "sum" else total / count
+        tangents = self.objective.tangents(V)
         if penalty and self.objective.penalty is not None:
             total = total + self._penalty_products(tangents, m)
         return total
@@ -264,11 +366,9 @@ class HessianOperator:
         return self._products(v.unsqueeze(0), reuse)[0]
 
     def _reference_product(self, v: Tensor) -> Tensor:
-        """Σ_c n_c ∇²R_c v for v ``(1, D)``, recomputed and not counted: what the kept state's
-        linearized program is checked against."""
-        out = self._products(v, reuse=False, penalty=False) * (1.0 if self.reduction == "sum" else self.num_examples)
-        self.num_matvecs -= 1  # the check is not the caller's product
-        return out
+        """Σ_c n_c ∇²R_c v for v ``(1, D)`` over this process's chunks, recomputed and not counted:
+        what the kept state's linearized program is checked against (no collective)."""
+        return self._local_products(v, reuse=False)[0]
 
     def matvec(self, v: Tensor) -> Tensor:
         """H v for ``v`` ``(D,)``, or H V for ``(D, m)`` (m products, vmapped over blocks of columns)."""
@@ -300,8 +400,16 @@ class HessianOperator:
         """The data-set loss and its flat gradient ``(D,)``, chunked like the products.
 
         (For the cost comparison "one product vs one gradient"; not counted in ``num_matvecs``.)
+        Over every rank's shard when distributed (sums gathered in rank order, the penalty once).
         """
-        return self.objective.loss_and_gradient()
+        if self.group is None:
+            return self.objective.loss_and_gradient()
+        value, grad_sum, count = self.objective.loss_and_gradient_sums()
+        payload = torch.cat([grad_sum, torch.tensor([value, count], dtype=grad_sum.dtype, device=self.device)])
+        total = self.group.sum_in_rank_order(payload, "loss-and-gradient")
+        scale = 1.0 if self.reduction == "sum" else 1.0 / float(total[-1])
+        value, grad_total = float(total[-2]) * scale, total[:-2] * scale
+        return self.objective.add_penalty(value, grad_total)
 
     def __repr__(self) -> str:
         return (

@@ -501,9 +501,9 @@ class DatasetObjective:
         parts = torch.split(V, self.numels, dim=1)
         return {n: p.reshape(V.shape[0], *s) for n, p, s in zip(self.names, parts, self.shapes)}
 
-    def loss_and_gradient(self) -> tuple[float, Tensor]:
-        """R(θ) and its flat gradient ∇R ``(D,)`` at the model's current parameters, chunked
-        (the penalty included)."""
+    def loss_and_gradient_sums(self) -> tuple[float, Tensor, int]:
+        """Σ_c n_c R_c, Σ_c n_c ∇R_c ``(D,)`` over the chunks and N (no penalty, not normalised):
+        what data-parallel ranks add up (:mod:`~implicitlab.diagnostics.distributed`)."""
         params = self.params()
         value_and_grad = torch.func.grad_and_value(self.chunk_loss)
         total_g = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
@@ -517,10 +517,18 @@ class DatasetObjective:
             count += n_c
         if count == 0:
             raise ValueError("the data set is empty (the loader yielded no examples)")
+        return float(total_l), total_g, count
+
+    def add_penalty(self, value: float, gradient: Tensor) -> tuple[float, Tensor]:
+        """``(value + P(θ), gradient + ∇P(θ))``: the penalty added once, to the data term."""
+        if self.penalty is None:
+            return value, gradient
+        g, p = torch.func.grad_and_value(self.penalty_value)(self.params())
+        return value + float(p.detach()), gradient + torch.cat([g[n].reshape(-1) for n in self.names])
+
+    def loss_and_gradient(self) -> tuple[float, Tensor]:
+        """R(θ) and its flat gradient ∇R ``(D,)`` at the model's current parameters, chunked
+        (the penalty included)."""
+        total_l, total_g, count = self.loss_and_gradient_sums()
         scale = 1.0 if self.reduction == "sum" else 1.0 / count
-        total_l, total_g = total_l * scale, total_g * scale
-        if self.penalty is not None:
-            g, value = torch.func.grad_and_value(self.penalty_value)(params)
-            total_l = total_l + value.detach()
-            total_g = total_g + torch.cat([g[n].reshape(-1) for n in self.names])
-        return float(total_l), total_g
+        return self.add_penalty(total_l * scale, total_g * scale)

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from .lanczos import Lanczos, check_curvature_dtype, operator_dim
 from .determinism import NondeterministicHessianError, suspects_in_train_mode
+from .distributed import resolve_group
 from .forward_ad import load_jvp_decompositions
 from .hessian import HessianOperator
 from .objective import DatasetObjective, LossSpec, ParamFilter, Penalty
@@ -52,6 +53,7 @@ def explicit_hessian(
     penalty: Penalty | None = None,
     mode: str = "eval",
     batch=None,
+    distributed=None,
 ) -> Tensor:
     """The D × D Hessian of the data-set objective (that of :class:`HessianOperator`).
 
@@ -63,8 +65,14 @@ def explicit_hessian(
     :class:`HessianOperator`; the same checks run first (finite data, a decomposable loss
     callable). Memory: D² numbers plus ``torch.func.hessian``'s workspace for one chunk — for
     small models only. Raises ``NondeterministicHessianError`` for ``mode="model"`` with dropout or
-    batch norm in train mode.
+    batch norm in train mode. ``distributed`` as for :class:`HessianOperator`: each rank passes its
+    shard, the shards' sums Σ_c n_c ∇²R_c are gathered and added in rank order (the same matrix,
+    bit for bit, on every rank), the penalty's Hessian added once.
     """
+    group = resolve_group(distributed)
+    if group is not None and mode == "train_batchnorm":
+        raise ValueError("mode='train_batchnorm' needs the full data set in one chunk: not data-parallel "
+                         "(use mode='eval' or distributed=False)")
     if mode == "model":
         training = [n or kind for n, kind in suspects_in_train_mode(model)]
         if training:
@@ -73,8 +81,11 @@ def explicit_hessian(
                 "(random masks, batch statistics). Call model.eval() first, or measure a declared "
                 "objective (mode='eval', the default, or mode='train_batchnorm')."
             )
-    obj = DatasetObjective(model, loss, X, y, chunk_size=chunk_size, reduction=reduction, params=params,
-                           penalty=penalty, mode=mode, batch=batch)
+    def build() -> DatasetObjective:
+        return DatasetObjective(model, loss, X, y, chunk_size=chunk_size, reduction=reduction, params=params,
+                                penalty=penalty, mode=mode, batch=batch)
+
+    obj = build() if group is None else group.agree(build, "checking the data and options")
     names, shapes, numels = obj.names, obj.shapes, obj.numels
     cast = lambda t: t.detach().to(dtype) if t.is_floating_point() else t.detach()
     constants = {n: cast(t) for n, t in obj.constants().items()}
@@ -103,6 +114,12 @@ def explicit_hessian(
         count += n_c
     if count == 0:
         raise ValueError("the data set is empty (the loader yielded no examples)")
+    if group is not None:
+        group.check_same((obj.names, str(dtype), obj.reduction, penalty is not None),
+                         "the variables, dtype, reduction and penalty")
+        flat_total = torch.cat([total.reshape(-1), torch.tensor([count], dtype=dtype, device=total.device)])
+        summed = group.sum_in_rank_order(flat_total, "explicit-Hessian")
+        total, count = summed[:-1].reshape(total.shape), int(summed[-1])
     total = total if obj.reduction == "sum" else total / count
     if penalty is not None:
         fixed = {n: v for n, v in constants.items() if n in dict(model.named_parameters())}
@@ -299,6 +316,7 @@ def hutchinson_trace(
     penalty=None,
     mode: str = "eval",
     batch=None,
+    distributed=None,
 ) -> TraceEstimate:
     """tr(A) ≈ mean_i v_iᵀ A v_i over ``num_matvecs`` Rademacher probes v_i ``(D,)`` (Hutchinson 1990).
 
@@ -307,8 +325,10 @@ def hutchinson_trace(
             a model (``nn.Module``): then the Hessian of its data-set loss, a
             :class:`~implicitlab.diagnostics.hessian.HessianOperator` built from ``loss``, ``X``,
             ``y``, ``chunk_size``, ``reduction``, ``reuse``, ``check_determinism``, ``seed``,
-            ``params`` (parameter filter), ``penalty``, ``mode`` (``"eval"`` by default) and
-            ``batch`` (its determinism probe's two products are not counted in ``num_matvecs``).
+            ``params`` (parameter filter), ``penalty``, ``mode`` (``"eval"`` by default),
+            ``batch`` and ``distributed`` (each rank its shard; the probes come from the same seeded
+            generator on every rank, so every rank gets the same estimate bit for bit) (its
+            determinism probe's two products are not counted in ``num_matvecs``).
         loss, X, y: with a model only — the loss name or callable ``(outputs, targets)``, the data.
         num_matvecs: products (= probes), ≥ 1.
         seed: seed of the probes (a generator of their own on A's device).
@@ -324,7 +344,7 @@ def hutchinson_trace(
         raise ValueError(f"num_matvecs must be ≥ 1, got {num_matvecs}")
     A = _as_operator(A, loss, X, y, chunk_size=chunk_size, reduction=reduction, reuse=reuse,
                      check_determinism=check_determinism, seed=seed, params=params, penalty=penalty,
-                     mode=mode, batch=batch)
+                     mode=mode, batch=batch, distributed=distributed)
     dim, dtype, device, gen = _operator_setup(A, seed)
     forms, norms = [], []
     for _ in range(num_matvecs):
@@ -351,6 +371,7 @@ def hutchpp_trace(
     penalty=None,
     mode: str = "eval",
     batch=None,
+    distributed=None,
 ) -> TraceEstimate:
     """Hutch++: tr(A) = tr(QᵀAQ) + Hutchinson on (I − QQᵀ)A(I − QQᵀ), Q = orth(A S).
 
@@ -367,7 +388,7 @@ def hutchpp_trace(
         raise ValueError(f"Hutch++ needs num_matvecs ≥ 3, got {num_matvecs}")
     A = _as_operator(A, loss, X, y, chunk_size=chunk_size, reduction=reduction, reuse=reuse,
                      check_determinism=check_determinism, seed=seed, params=params, penalty=penalty,
-                     mode=mode, batch=batch)
+                     mode=mode, batch=batch, distributed=distributed)
     dim, dtype, device, gen = _operator_setup(A, seed)
     s = num_matvecs // 3
     S = _rademacher((dim, s), gen, dtype, device)
@@ -434,6 +455,7 @@ def slq_spectral_density(
     penalty=None,
     mode: str = "eval",
     batch=None,
+    distributed=None,
 ) -> SpectralDensity:
     """Stochastic Lanczos quadrature with ``num_probes`` Rademacher probes of ``num_steps`` each.
 
@@ -446,7 +468,7 @@ def slq_spectral_density(
         raise ValueError("num_probes and num_steps must be ≥ 1")
     A = _as_operator(A, loss, X, y, chunk_size=chunk_size, reduction=reduction, reuse=reuse,
                      check_determinism=check_determinism, seed=seed, params=params, penalty=penalty,
-                     mode=mode, batch=batch)
+                     mode=mode, batch=batch, distributed=distributed)
     dim, dtype, device, gen = _operator_setup(A, seed)
     m = min(num_steps, dim)
     nodes = torch.zeros(num_probes, m, dtype=torch.float64)

@@ -38,7 +38,7 @@ class SharpnessTracker:
 
     Args:
         model, loss, X, y, chunk_size, reduction, reuse, check_determinism, params, penalty, mode,
-            batch: as for :class:`~implicitlab.diagnostics.hessian.HessianOperator` (the determinism
+            batch, distributed: as for :class:`~implicitlab.diagnostics.hessian.HessianOperator` (the determinism
             probe runs once, at construction). Each call measures the declared objective
             (``mode="eval"`` by default) whatever mode the training loop left the model in, and
             leaves its mode and buffers as found.
@@ -86,12 +86,13 @@ class SharpnessTracker:
         penalty=None,
         mode: str = "eval",
         batch=None,
+        distributed=None,
     ) -> None:
         check_curvature_dtype(model)  # half precision refused before any product
         self.operator = HessianOperator(
             model, loss, X, y, chunk_size=chunk_size, reduction=reduction, reuse=reuse,
             check_determinism=check_determinism, seed=seed, params=params, penalty=penalty, mode=mode,
-            batch=batch,
+            batch=batch, distributed=distributed,
         )
         check_eigen_options(self.operator, k=k, which=which, tol=tol, criterion=criterion, max_matvecs=max_matvecs)
         self.k, self.which, self.tol, self.criterion = k, which, tol, criterion
