@@ -517,31 +517,100 @@ def measure_command(
     trace_matvecs: Annotated[int, typer.Option(help="Hutchinson probes for the trace")] = 100,
     dtype: Annotated[str, typer.Option(help="float64 | float32: model and data are cast to it")] = "float64",
     seed: Annotated[int, typer.Option(help="seed of the Lanczos start and the trace probes")] = 0,
-    threads: Annotated[int, typer.Option(help="torch CPU threads")] = 1,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (per process)")] = 1,
     data_dir: Annotated[Path | None, typer.Option(envvar="IMPLICITLAB_DATA", help="data root of a named data "
                                                   "set; default ../shared/data, else ./data")] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda | auto: where model and data sit (under torchrun, "
+                                        "cuda is the rank's local GPU)")] = "cpu",
+    nproc: Annotated[int | None, typer.Option(help="run on this many local processes: launches torchrun on "
+                                              "127.0.0.1 (data split across the ranks, one result printed)")]
+    = None,
+    dist_timeout: Annotated[float, typer.Option(help="data parallel: seconds a rank waits for the others at a "
+                                                "collective before it fails")] = 300.0,
 ) -> None:
-    """Sharpness, spectrum, trace, margin or norms of your own model on your own data (eval mode)."""
+    """Sharpness, spectrum, trace, margin or norms of your own model on your own data (eval mode).
+
+    Data parallel: ``torchrun --nproc_per_node=N -m implicitlab measure ...`` (or ``--nproc N``) splits
+    the examples across the N ranks (contiguous shards) and prints rank 0's result, the same as on one
+    process."""
+    import os
+
     import torch
 
-    from .measure import MeasureError, check_options, measure, prepare
+    from .measure import MeasureError, check_options, measure, prepare, shard_problem
 
     if threads < 1:
         _fail(f"--threads must be ≥ 1, got {threads}")
+    if not dist_timeout > 0:
+        _fail(f"--dist-timeout must be > 0 seconds, got {dist_timeout}")
+    if nproc is not None:
+        if nproc < 1:
+            _fail(f"--nproc must be ≥ 1, got {nproc}")
+        forwarded = [model, "--data", data, "--loss", loss, "--metrics", metrics, "--k", str(k), "--tol", repr(tol),
+                     "--trace-matvecs", str(trace_matvecs), "--dtype", dtype, "--seed", str(seed),
+                     "--threads", str(threads), "--device", device, "--dist-timeout", repr(dist_timeout)]
+        forwarded += ["--checkpoint", str(checkpoint)] if checkpoint is not None else []
+        forwarded += ["--data-dir", str(data_dir)] if data_dir is not None else []
+        forwarded += ["--json"] if json_ else []
+        raise typer.Exit(code=_launch_measure(nproc, forwarded))
     torch.set_num_threads(threads)
+    launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
+    group = None
+    try:
+        chosen = resolve_device(device)
+    except ConfigError as exc:
+        _fail(f"--device: {exc}")
+    if launched:
+        from .diagnostics.distributed import DistributedError, init_from_env
+
+        if chosen.type == "cuda":
+            chosen = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(chosen)
+        try:
+            group = init_from_env(dist_timeout, chosen)
+        except (DistributedError, RuntimeError, ValueError) as exc:
+            _fail(f"rank {os.environ.get('RANK')}: joining the process group failed: {exc}")
+    where = f"rank {group.rank} of {group.world_size}: " if group is not None else ""
     # Everything is loaded and checked before any Hessian product.
     try:
         problem = prepare(model, checkpoint, data, loss, metrics=metrics, dtype=dtype,
-                          data_dir=_check_data_dir(data_dir))
+                          data_dir=_check_data_dir(data_dir), device=chosen)
         check_options(problem, k=k, tol=tol, trace_matvecs=trace_matvecs, slq_probes=10, slq_steps=30)
+        if group is not None:
+            problem = shard_problem(problem, group)
     except MeasureError as exc:
-        _fail(str(exc))
-    result = measure(problem, k=k, tol=tol, trace_matvecs=trace_matvecs, seed=seed)
+        _fail(f"{where}{exc}")
+    try:
+        result = measure(problem, k=k, tol=tol, trace_matvecs=trace_matvecs, seed=seed)
+    except Exception as exc:
+        if group is None:
+            raise
+        _fail(f"{where}{type(exc).__name__}: {exc}")  # torchrun ends the other ranks and names this one
+    if group is not None:
+        torch.distributed.destroy_process_group()
+        if group.rank != 0:
+            return
     if json_:
         typer.echo(json.dumps(result, allow_nan=True))
         return
     for table in _measure_tables(result):
         console.print(table)
+
+
+def _launch_measure(nproc: int, forwarded: list[str]) -> int:
+    """``implicitlab measure --nproc N``: torchrun on N local ranks, every socket on 127.0.0.1
+    (:func:`~implicitlab.diagnostics.distributed.loopback_launch`); its exit code."""
+    import subprocess
+    import tempfile
+
+    from .diagnostics.distributed import loopback_launch
+
+    with tempfile.TemporaryDirectory(prefix="implicitlab-rdzv-") as tmp:
+        rendezvous = Path(tmp) / "rendezvous"
+        rendezvous.touch()
+        cmd, env = loopback_launch(nproc, ["implicitlab", "measure", *forwarded], str(rendezvous))
+        proc = subprocess.run(cmd, env=env)
+    return proc.returncode
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -15,6 +15,12 @@ The objective is the model in eval mode (dropout off, batch norm on its running 
 ``dtype`` (float64 by default) with the data, mean loss over the whole data set — the same numbers as
 ``implicitlab.sharpness(model.eval().to(dtype), loss, X, y)`` and friends.
 
+Data parallel (``torchrun --nproc_per_node=W -m implicitlab measure ...``): every rank prepares the same
+problem, :func:`shard_problem` keeps its contiguous shard of the examples (the first N mod W ranks
+one more), and the metrics are computed over all shards (:mod:`implicitlab.diagnostics.distributed`):
+the same numbers as on one process (to rounding: the shards' sums are added in another order), the
+same bits on every rank; the CLI prints rank 0's.
+
 Example::
 
     problem = prepare("mymodel.py:make_model", "model.pt", "data.npz", "ce", metrics=("sharpness",))
@@ -45,6 +51,7 @@ from .diagnostics import (
     sharpness,
     slq_spectral_density,
 )
+from .diagnostics.distributed import ShardGroup, shard_bounds
 from .losses import LOSSES
 
 METRICS: tuple[str, ...] = ("sharpness", "spectrum", "trace", "margin", "norms")
@@ -78,6 +85,15 @@ class Problem:
     dtype: torch.dtype
     num_params: int
     sources: dict[str, str] = field(default_factory=dict)  # model, checkpoint, data: what was read
+    group: ShardGroup | None = None  # data parallel: the ranks holding the shards (shard_problem)
+    shard_sizes: list[int] = field(default_factory=list)  # examples on each rank (data parallel)
+
+    @property
+    def distributed(self):
+        """The ``distributed=`` knob of the diagnostics: False on one process, else the group."""
+        if self.group is None:
+            return False
+        return True if self.group.group is None else self.group.group
 
 
 # ------------------------------------------------------------------------------ loading ---
@@ -266,11 +282,12 @@ def prepare(
     metrics: str | tuple[str, ...] = ("sharpness",),
     dtype: str = "float64",
     data_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
 ) -> Problem:
     """Load and check everything (module docstring); raises :class:`MeasureError` on bad input.
 
     ``data`` is a file (``.pt``/``.npz``) or a named data set ``NAME[:SPLIT[:N]]`` read from
-    ``data_dir`` (:func:`load_named_data`)."""
+    ``data_dir`` (:func:`load_named_data`); model and data are moved to ``device``."""
     if loss not in LOSSES:
         raise MeasureError(f"--loss: unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     if dtype not in DTYPES:
@@ -285,10 +302,9 @@ def prepare(
     if not params:
         raise MeasureError(f"MODEL {model!r}: the model has no trainable parameters")
     torch_dtype = DTYPES[dtype]
-    net = net.eval().to(torch_dtype)
-    X = X.to(torch_dtype)
-    if y.is_floating_point():
-        y = y.to(torch_dtype)
+    net = net.eval().to(device=device, dtype=torch_dtype)
+    X = X.to(device=device, dtype=torch_dtype)
+    y = y.to(device=device, dtype=torch_dtype) if y.is_floating_point() else y.to(device)
     _check_fit(net, X, y, loss, data)
     if "margin" in chosen or "norms" in chosen:
         _check_layers(net, X, y, chosen, model)
@@ -341,6 +357,18 @@ def _check_layers(model: nn.Module, X: Tensor, y: Tensor, chosen: tuple[str, ...
             raise MeasureError(f"--metrics margin: the outputs and labels give no margin ({_one_line(exc)})") from None
 
 
+def shard_problem(problem: Problem, group: ShardGroup) -> Problem:
+    """``problem`` with this rank's contiguous shard of the examples (:func:`shard_bounds`: the first
+    N mod W ranks hold one more); the metrics are then computed over all shards."""
+    n = int(problem.X.shape[0])
+    if n < group.world_size:
+        raise MeasureError(f"--data: {n} examples cannot be split over {group.world_size} ranks (each needs one)")
+    start, stop = shard_bounds(n, group.world_size, group.rank)
+    sizes = [b - a for a, b in (shard_bounds(n, group.world_size, r) for r in range(group.world_size))]
+    return Problem(problem.model, problem.X[start:stop], problem.y[start:stop], problem.loss, problem.metrics,
+                   problem.dtype, problem.num_params, dict(problem.sources), group, sizes)
+
+
 def check_options(problem: Problem, *, k: int, tol: float, trace_matvecs: int, slq_probes: int,
                   slq_steps: int) -> None:
     """The measurement options, checked before any product; raises :class:`MeasureError`."""
@@ -388,11 +416,16 @@ def measure(
     """
     check_options(problem, k=k, tol=tol, trace_matvecs=trace_matvecs, slq_probes=slq_probes, slq_steps=slq_steps)
     m, loss, X, y = problem.model, problem.loss, problem.X, problem.y
-    out: dict[str, Any] = {"problem": {**problem.sources, "loss": loss, "num_examples": int(X.shape[0]),
+    group, dist = problem.group, problem.distributed
+    num_examples = sum(problem.shard_sizes) if group is not None else int(X.shape[0])
+    out: dict[str, Any] = {"problem": {**problem.sources, "loss": loss, "num_examples": num_examples,
                                        "num_params": problem.num_params, "dtype": str(problem.dtype).split(".")[-1],
                                        "mode": "eval"}}
+    if group is not None:
+        out["problem"]["distributed"] = {"world_size": group.world_size, "backend": group.backend,
+                                         "shard_sizes": list(problem.shard_sizes)}
     if "sharpness" in problem.metrics:
-        res = sharpness(m, loss, X, y, k=k, tol=tol, seed=seed)
+        res = sharpness(m, loss, X, y, k=k, tol=tol, seed=seed, distributed=dist)
         out["sharpness"] = {
             "value": float(res.values[0]), "residual": float(res.residuals[0]),
             "error_bound": float(res.error_bounds[0]), "converged": res.all_converged,
@@ -402,14 +435,15 @@ def measure(
         }
     if "spectrum" in problem.metrics:
         if problem.num_params <= EXPLICIT_SPECTRUM_MAX_DIM:
-            eig = hessian_spectrum(explicit_hessian(m, loss, X, y))  # ascending, float64
+            eig = hessian_spectrum(explicit_hessian(m, loss, X, y, distributed=dist))  # ascending, float64
             out["spectrum"] = {
                 "method": "explicit", "dim": int(eig.numel()), "min": float(eig[0]), "max": float(eig[-1]),
                 "trace": float(eig.sum()), "num_negative": int((eig < 0).sum()),
                 "top": _floats(eig.flip(0)[:10]),
             }
         else:
-            dens = slq_spectral_density(m, loss, X, y, num_probes=slq_probes, num_steps=slq_steps, seed=seed)
+            dens = slq_spectral_density(m, loss, X, y, num_probes=slq_probes, num_steps=slq_steps, seed=seed,
+                                        distributed=dist)
             live = dens.weights > 0
             tr, tr_err = dens.trace()
             out["spectrum"] = {
@@ -418,12 +452,14 @@ def measure(
                 "num_probes": slq_probes, "num_steps": slq_steps, "num_matvecs": dens.num_matvecs,
             }
     if "trace" in problem.metrics:
-        est = hutchinson_trace(m, loss, X, y, num_matvecs=trace_matvecs, seed=seed)
+        est = hutchinson_trace(m, loss, X, y, num_matvecs=trace_matvecs, seed=seed, distributed=dist)
         out["trace"] = {"value": est.value, "stderr": _number(est.stderr), "num_matvecs": est.num_matvecs,
                         "method": est.method}
     if "margin" in problem.metrics:
-        out["margin"] = {"min_margin": float(min_margin(m, X, y)),
-                         "normalized_margin": float(normalized_margin(m, X, y)), "normalization": "frobenius"}
+        local = [float(min_margin(m, X, y)), float(normalized_margin(m, X, y))]
+        if group is not None:  # minima over the shards: exact, in any order (the norms hold no data)
+            local = [min(values) for values in zip(*group.gather_objects(local, "the margins"))]
+        out["margin"] = {"min_margin": local[0], "normalized_margin": local[1], "normalization": "frobenius"}
     if "norms" in problem.metrics:
         norms = layer_norms(m)
         out["norms"] = {"frobenius": _floats(norms.frobenius), "spectral": _floats(norms.spectral),
