@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -100,6 +101,7 @@ def main() -> None:
         def failing(self, V, reuse=True):
             calls[0] += 1
             if calls[0] == 5:
+                (out_dir / "failed_at").write_text(repr(time.time()))
                 if scenario == "kill":
                     os.kill(os.getpid(), signal.SIGKILL)
                 raise RuntimeError("injected failure on rank 1")
