@@ -13,6 +13,7 @@ from . import demo, template
 from .claims import Claim, Control, Threshold
 from .experiment import Experiment, Progress, check_views, merged_run_batch
 from .marion_chizat2024 import alignment as mc2024_alignment
+from .marion_chizat2024 import constant as mc2024_constant
 from .marion_chizat2024 import fig1 as mc2024_fig1
 from .marion_chizat2024 import fig2 as mc2024_fig2
 from .marion_chizat2024 import fig3 as mc2024_fig3
@@ -20,6 +21,7 @@ from .marion_chizat2024 import fig6 as mc2024_fig6
 from .marion_chizat2024 import gelu as mc2024_gelu
 from .marion_chizat2024 import resnet as mc2024_resnet
 from .poggio2018 import fig1_cifar, fig2_cifar, fig3, fig4, fig5_cifar, fig6, fig7, hessian, init_independence
+from .poggio2018 import norm_criterion as poggio_norm_criterion
 from .soudry2018 import linear as soudry2018_linear
 
 EXPERIMENTS: tuple[Experiment, ...] = (
@@ -33,6 +35,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     fig7.EXPERIMENT,
     hessian.EXPERIMENT,
     init_independence.EXPERIMENT,
+    poggio_norm_criterion.EXPERIMENT,
     mc2024_fig1.EXPERIMENT,
     mc2024_fig3.EXPERIMENT,
     mc2024_resnet.EXPERIMENT,
@@ -40,6 +43,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     mc2024_fig6.EXPERIMENT,
     mc2024_gelu.EXPERIMENT,
     mc2024_alignment.EXPERIMENT,
+    mc2024_constant.EXPERIMENT,
     demo.EXPERIMENT,
     template.EXPERIMENT,
 )

@@ -270,7 +270,7 @@ def per_run_sharpness(ens: Ensemble, stats: PerRunSquareStats, *, tol: float, ma
 def minimizer_sharpness(ens: Ensemble, stats: PerRunSquareStats) -> np.ndarray:
     """2λ_max(Σ^{1/2} M Σ^{1/2}), M = Σ_k ‖a_k‖² B_kᵀB_k, per run ``(R,)``: the sharpness at a global
     minimizer (:func:`implicitlab.references.deep_linear.deep_linear_minimizer_sharpness`, batched, with
-    a fixed head h included in a_kᵀ = hᵀW_L⋯W_{k+1})."""
+    a fixed head h included in a_kᵀ = hᵀW_L⋯W_{k+1}); NaN for a run whose weights are not finite."""
     with torch.no_grad():
         ws = [w.detach() for w in ens.weights]
         R, d = ws[0].shape[0], ws[0].shape[-1]
@@ -286,7 +286,12 @@ def minimizer_sharpness(ens: Ensemble, stats: PerRunSquareStats) -> np.ndarray:
         evals, evecs = torch.linalg.eigh(stats.sigma)
         root = evecs @ torch.diag_embed(evals.clamp_min(0).sqrt()) @ evecs.transpose(-1, -2)  # Σ^{1/2}
         inner = root @ M @ root
-        return 2.0 * torch.linalg.eigvalsh(0.5 * (inner + inner.transpose(-1, -2)))[:, -1].cpu().numpy()
+        finite = torch.isfinite(inner).flatten(1).all(1)  # (R,): a diverged run gets NaN, not an error
+        out = torch.full((R,), float("nan"), dtype=inner.dtype, device=inner.device)
+        if bool(finite.any()):
+            sym = 0.5 * (inner[finite] + inner[finite].transpose(-1, -2))
+            out[finite] = 2.0 * torch.linalg.eigvalsh(sym)[:, -1]
+        return out.cpu().numpy()
 
 
 def residual_init(d: int, m: int, depth: int, scale: float, seed: int) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -343,7 +348,8 @@ def train_architecture(cfg: ConstantConfig, family: str, L: int, m: int, data: l
     s_init, _, s_init_ok = per_run_sharpness(ens, stats, **lanczos)
     lam_max = np.array([g["lambda_max"] for g in draws])
     s_ref = np.maximum(2 * L * lam_max, np.where(np.isfinite(s_init), s_init, np.inf))
-    lr = np.array([cfg.step * 2 / s_ref[r] / (2 ** cells[r][2]) for r in range(R)])  # factor 1 or 1/2
+    first = [cells.index((i, j, 0)) for i, j, _ in cells]  # a pair's step sizes from one S_init estimate
+    lr = np.array([cfg.step * 2 / s_ref[first[r]] * factors[cells[r][2]] for r in range(R)])
     neg_lr = torch.tensor(-lr, dtype=dtype, device=device).view(R, 1, 1)
 
     params = list(ens.weights)
