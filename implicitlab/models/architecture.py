@@ -57,12 +57,18 @@ _INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def activate_with_derivatives(
-    z: torch.Tensor, activation: str, eps: float = 0.1, *, order: int = 1, out: torch.Tensor | None = None
+    z: torch.Tensor,
+    activation: str,
+    eps: float = 0.1,
+    *,
+    order: int = 1,
+    out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """σ(z), σ′(z) and (``order=2``) σ″(z), sharing the expensive parts (one erf, one exp).
+    """σ(z), σ′(z) and (``order=2``) σ″(z), sharing the expensive parts (one erf, one exp for GELU).
 
-    - ``"gelu"`` (the exact form of ``torch.nn.functional.gelu``, not the tanh approximation):
-      σ = zΦ(z), Φ(z) = ½(1 + erf(z/√2)); σ′ = Φ + zφ, φ(z) = e^{−z²/2}/√(2π); σ″ = φ(2 − z²).
+    - ``"gelu"`` (the exact erf form of ``torch.nn.functional.gelu``, as :func:`activate` uses, not
+      the tanh approximation): σ = zΦ(z), Φ(z) = ½(1 + erf(z/√2)); σ′ = Φ + zφ,
+      φ(z) = e^{−z²/2}/√(2π); σ″ = φ(2 − z²).
     - ``"smooth_relu"``: σ = z s, s = sigmoid(z/ε²); σ′ = s + (z/ε²) s(1 − s);
       σ″ = s(1 − s)(2 + (z/ε²)(1 − 2s))/ε².
     - ``"relu"``: σ′ = 1[z > 0] (autograd's choice at 0), σ″ = 0.
@@ -72,36 +78,43 @@ def activate_with_derivatives(
     Args:
         z: pre-activations, any shape.
         order: 1 (σ, σ′) or 2 (also σ″; None otherwise).
-        out: optional buffer for σ(z) (same shape and dtype as z).
+        out: optional buffers ``(σ, σ′, scratch)`` shaped and typed like z (a training loop reuses
+            them from step to step: no allocation); z itself is left unchanged.
     """
     if activation == "none":
         return z, None, None
     if activation not in DIFFERENTIABLE:
         raise ValueError(f"unknown activation {activation!r}; choose one of {list(DIFFERENTIABLE)}")
+    if order not in (1, 2):
+        raise ValueError(f"order must be 1 or 2, got {order}")
+    a, d1, t = out if out is not None else (torch.empty_like(z), torch.empty_like(z), torch.empty_like(z))
     second = None
     if activation == "gelu":
-        cdf = torch.mul(z, _INV_SQRT2).erf_().add_(1.0).mul_(0.5)  # Φ(z)
-        pdf = torch.mul(z, z).mul_(-0.5).exp_().mul_(_INV_SQRT2PI)  # φ(z)
-        a = torch.mul(z, cdf, out=out)
+        torch.mul(z, _INV_SQRT2, out=t)  # u = z/√2
+        torch.erf(t, out=d1)  # e = erf(u)
+        t.mul_(t).neg_().exp_()  # e^{−z²/2} = √(2π) φ(z)
+        torch.mul(z, 0.5, out=a)
+        a.addcmul_(a, d1)  # σ = ½z(1 + e)
         if order == 2:
-            second = torch.mul(z, z).neg_().add_(2.0).mul_(pdf)
-        d1 = pdf.mul_(z).add_(cdf)
+            second = torch.mul(z, z).neg_().add_(2.0).mul_(t).mul_(_INV_SQRT2PI)
+        d1.mul_(0.5).add_(0.5).addcmul_(z, t, value=_INV_SQRT2PI)  # σ′ = Φ + zφ
     elif activation == "smooth_relu":
         scale = 1.0 / eps**2
-        s = torch.mul(z, scale).sigmoid_()
-        a = torch.mul(z, s, out=out)
-        ss = torch.sub(1.0, s).mul_(s)  # s(1 − s)
+        torch.mul(z, scale, out=t).sigmoid_()  # s
+        torch.mul(z, t, out=a)  # σ = z s
+        torch.sub(1.0, t, out=d1).mul_(t)  # s(1 − s)
         if order == 2:
-            second = torch.mul(s, -2.0).add_(1.0).mul_(z).mul_(scale).add_(2.0).mul_(ss).mul_(scale)
-        d1 = ss.mul_(z).mul_(scale).add_(s)
+            second = torch.mul(t, -2.0).add_(1.0).mul_(z).mul_(scale).add_(2.0).mul_(d1).mul_(scale)
+        d1.mul_(z).mul_(scale).add_(t)  # σ′ = s + (z/ε²) s(1 − s)
     elif activation == "relu":
-        a = torch.relu(z) if out is None else torch.clamp(z, min=0.0, out=out)
-        d1 = (z > 0).to(z.dtype)
+        torch.clamp(z, min=0.0, out=a)
+        torch.gt(z, 0.0, out=t)
+        d1.copy_(t)
         if order == 2:
             second = torch.zeros_like(z)
     else:  # tanh
-        a = torch.tanh(z, out=out) if out is not None else torch.tanh(z)
-        d1 = torch.mul(a, a).neg_().add_(1.0)
+        torch.tanh(z, out=a)
+        torch.mul(a, a, out=d1).neg_().add_(1.0)
         if order == 2:
             second = torch.mul(a, d1).mul_(-2.0)
     return a, d1, second

@@ -107,8 +107,8 @@ def chain_forward(
         if k == L - 1:
             h = z
             break
-        a, d1, _ = activate_with_derivatives(z, activation, eps, out=ws.get(f"a{k}", (R, out_k, n), W)
-                                             if activation != "none" else None)
+        bufs = tuple(ws.get(f"{name}{k}", (R, out_k, n), W) for name in ("a", "s", "t")) if activation != "none" else None
+        a, d1, _ = activate_with_derivatives(z, activation, eps, out=bufs)
         inputs.append(a)
         derivs.append(d1 if keep else None)
         h = a
