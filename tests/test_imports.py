@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "check": 10,
     "cli": 11,
     "__init__": 11,  # the package root re-exports the public API
+    "__main__": 12,  # `python -m implicitlab` (what torchrun runs on each rank): the command line
 }
 
 
