@@ -19,6 +19,7 @@ from .marion_chizat2024 import fig2 as mc2024_fig2
 from .marion_chizat2024 import fig3 as mc2024_fig3
 from .marion_chizat2024 import fig6 as mc2024_fig6
 from .marion_chizat2024 import gelu as mc2024_gelu
+from .marion_chizat2024 import lower_bound as mc2024_lower_bound
 from .marion_chizat2024 import resnet as mc2024_resnet
 from .poggio2018 import fig1_cifar, fig2_cifar, fig3, fig4, fig5_cifar, fig6, fig7, hessian, init_independence
 from .poggio2018 import norm_criterion as poggio_norm_criterion
@@ -43,6 +44,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     mc2024_fig6.EXPERIMENT,
     mc2024_gelu.EXPERIMENT,
     mc2024_alignment.EXPERIMENT,
+    mc2024_lower_bound.EXPERIMENT,
     mc2024_constant.EXPERIMENT,
     demo.EXPERIMENT,
     template.EXPERIMENT,
