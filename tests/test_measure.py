@@ -290,3 +290,36 @@ def test_named_data_set_from_data_dir(tmp_path, monkeypatch):
         bad = _invoke([f"{tmp_path}/net.py:make", "--data", spec, "--data-dir", str(tmp_path), "--loss", "ce"])
         assert bad.exit_code == 2 and message in bad.output, (spec, bad.output)
         assert "Traceback" not in bad.output and len(bad.output.strip().splitlines()) == 1, bad.output
+
+
+@pytest.mark.slow
+def test_nproc_2_splits_the_data_and_prints_the_one_process_numbers_once(user):
+    """``--nproc 2``: torchrun on 2 loopback ranks, 40 examples as 20 + 20 (a batch-norm model in eval mode);
+    one JSON object, from rank 0, equal to one process to 1e-10 (trace: the same probes)."""
+    import subprocess
+
+    folder, mod, _, _, X, y, _ = user
+    args = [f"{folder}/usermodel.py:make_model", "--checkpoint", str(folder / "model.pt"), "--data",
+            str(folder / "data.pt"), "--loss", "ce", "--metrics", "sharpness,spectrum,trace,margin,norms",
+            "--trace-matvecs", "8", "--json", "--dist-timeout", "60"]
+    proc = subprocess.run([sys.executable, "-m", "implicitlab", "measure", *args, "--nproc", "2"],
+                          capture_output=True, text=True, timeout=240, cwd=folder)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, proc.stdout  # rank 0 prints, rank 1 does not
+    two = json.loads(lines[0])
+    assert two["problem"]["distributed"] == {"world_size": 2, "backend": "gloo", "shard_sizes": [20, 20]}
+    import warnings
+
+    with warnings.catch_warnings():  # the margin of this non-homogeneous model warns (as on the ranks)
+        warnings.simplefilter("ignore", il.NotHomogeneousWarning)
+        one = measure(prepare(args[0], folder / "model.pt", folder / "data.pt", "ce",
+                              metrics="sharpness,spectrum,trace,margin,norms"), trace_matvecs=8)
+    assert two["problem"]["num_examples"] == one["problem"]["num_examples"] == 40
+    pairs = [(two["sharpness"]["value"], one["sharpness"]["value"]), (two["trace"]["value"], one["trace"]["value"]),
+             (two["spectrum"]["max"], one["spectrum"]["max"]), (two["spectrum"]["trace"], one["spectrum"]["trace"]),
+             (two["margin"]["min_margin"], one["margin"]["min_margin"])]
+    pairs += list(zip(two["spectrum"]["top"], one["spectrum"]["top"]))
+    for a, b in pairs:
+        assert abs(a - b) <= 1e-10 * (1 + abs(b))
+    assert two["norms"] == one["norms"]

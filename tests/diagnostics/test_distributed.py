@@ -198,3 +198,21 @@ def test_one_rank_is_one_process_bit_for_bit_and_auto_follows_the_group(one_rank
         il.HessianOperator(model, "ce", X, y, mode="train_batchnorm")
     with pytest.raises(ValueError, match="rank 0: ValueError: X contains 3 NaN"):  # named, before any product
         il.HessianOperator(model, "ce", X.clone().index_fill_(0, torch.tensor([2]), float("nan")), y)
+
+
+def test_float32_products_and_loss_gradient_through_a_one_rank_group(one_rank_group):
+    """The float32 path (metadata gathered apart from the products) and the gradient: one rank = one process."""
+    import implicitlab as il
+
+    model, X, y = worker.problem()
+    model = model.float()
+    X = X.float()
+    v = torch.randn(26, generator=torch.Generator().manual_seed(2))
+    grouped = il.HessianOperator(model, "ce", X, y, penalty=worker.penalty)
+    alone = il.HessianOperator(model, "ce", X, y, penalty=worker.penalty, distributed=False)
+    assert grouped.group is not None and alone.group is None
+    assert torch.equal(grouped @ v, alone @ v)
+    V = torch.randn(26, 3, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(grouped @ V, alone @ V)
+    (lg, gg), (la, ga) = grouped.loss_and_gradient(), alone.loss_and_gradient()
+    assert abs(lg - la) <= 1e-6 * abs(la) and torch.allclose(gg, ga, rtol=1e-5, atol=1e-7)
