@@ -531,7 +531,9 @@ def claims(table: pd.DataFrame) -> list[Claim]:
         measured=float(change.max()) if len(both) else float("nan"), relation="<=", bound=HALVING_TOL,
         basis=f"max over {len(both)} pairs (same initialisation and data, step h and h/2; families "
               f"{sorted(both.family.unique())}, depths {sorted(int(v) for v in both.depth.unique())}) of "
-              f"|S(η) − S(η/2)|/S(η/2); median {change.median():.2g}; {len(pairs) - len(both)} pairs excluded "
+              f"|S(η) − S(η/2)|/S(η/2) (max per family: "
+              f"{', '.join(f'{k} {v:.3g}' for k, v in change.groupby(both.family).max().items())}); "
+              f"median {change.median():.2g}; {len(pairs) - len(both)} pairs excluded "
               f"(a run of the pair not included); tolerance {HALVING_TOL:g} (ours)",
         kind="observation", seeds=len(both), rule=f"every one of the {len(both)} pairs",
         no_data_reason="no depth trains at h/2, or no pair had both runs included"))
