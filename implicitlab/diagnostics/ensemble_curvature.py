@@ -17,6 +17,22 @@ typically needs a few products.
 
 Square loss on linear networks uses the same sufficient statistics as training (Σ = XᵀX/n, b = XᵀY/n),
 so a product costs O(L d³) whatever n is.
+
+Every other chain (an elementwise activation between layers, or a linear chain with another loss)
+gets its products written out, forward over reverse, for all runs at once (:class:`_ChainProducts`):
+the forward pass (pre-activations Z_k, σ′(Z_k), σ″(Z_k)), the backward pass (Δ_k = ∂L/∂Z_k) and the
+loss's per-example Hessian in the outputs are computed once per point and kept, so a product is
+one tangent forward pass and one tangent backward pass (about six batched matrix products per
+layer), with no graph. With V_k the direction of layer k, Ż_1 = V_1 Xᵀ, Ȧ_k = σ′(Z_k) ⊙ Ż_k,
+Ż_{k+1} = V_{k+1} A_k + W_{k+1} Ȧ_k, Ḟ = [head] Ż_L, and
+
+    Δ̇_L = [headᵀ] (∇²_F ℓ · Ḟ),   (H v)_k = Δ̇_k A_{k−1}ᵀ + Δ_k Ȧ_{k−1}ᵀ,
+    Δ̇_{k−1} = σ′(Z_{k−1}) ⊙ (V_kᵀ Δ_k + W_kᵀ Δ̇_k) + σ″(Z_{k−1}) ⊙ Ż_{k−1} ⊙ (W_kᵀ Δ_k)
+
+(the derivative of Δ_{k−1} = σ′(Z_{k−1}) ⊙ W_kᵀ Δ_k along the direction). The loss's Hessian in the
+outputs is block diagonal over examples (every loss is a sum over examples): one autograd pass on
+the outputs only per output coordinate gives its C × C blocks. The cache is keyed by the weights'
+version counters, so a product after an in-place update recomputes it.
 """
 
 from __future__ import annotations
@@ -27,7 +43,88 @@ from torch import Tensor
 from ..losses import SquareLossStats
 from ..losses import loss as loss_fn
 from ..models import Ensemble
+from ..models.architecture import activate_with_derivatives
 from .lanczos import EigenResult, WarmStart, lanczos_eigenpairs
+
+
+class _ChainProducts:
+    """Forward-over-reverse Hessian–vector products of a chain, written out and batched over runs.
+
+    Built at fixed weights (see the module docstring for the recurrences); ``__call__`` maps the
+    per-layer directions ``[(R, out_k, in_k)]`` to the per-layer products.
+    """
+
+    @torch.no_grad()
+    def __init__(self, model: Ensemble, loss: str, X: Tensor, y: Tensor, reduction: str):
+        self.weights = [W.detach() for W in model.weights]
+        self.head = model.head
+        act, eps = model.arch.activation, model.arch.eps
+        L = len(self.weights)
+        h = X.T  # (d, n)
+        self.inputs: list[Tensor] = [h]  # A_{k−1}: Xᵀ, then σ(Z_k) (R, out_k, n)
+        self.d1: list[Tensor | None] = []  # σ′(Z_k) of the hidden layers
+        self.d2: list[Tensor | None] = []  # σ″(Z_k)
+        for k, W in enumerate(self.weights):
+            z = torch.matmul(W, h)  # (R, out_k, n)
+            if k == L - 1:
+                break
+            a, d1, d2 = activate_with_derivatives(z, act, eps, order=2)
+            self.inputs.append(a)
+            self.d1.append(d1)
+            self.d2.append(d2)
+            h = a
+        FT = z if self.head is None else torch.matmul(self.head, z)  # (R, C, n)
+        F = FT.transpose(-1, -2).detach().requires_grad_(True)  # (R, n, C)
+        C = F.shape[-1]
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(loss_fn(loss, F, y, reduction).sum(), F, create_graph=True)
+            rows = []
+            for c in range(C):  # row c of every example's C × C block: the loss is a sum over examples
+                (row,) = torch.autograd.grad(g[..., c].sum(), F, retain_graph=c < C - 1, allow_unused=True)
+                rows.append(torch.zeros_like(F) if row is None else row)
+        self.loss_hessian = torch.stack(rows, dim=-2).detach()  # (R, n, C, C)
+        delta = g.detach().transpose(-1, -2)  # (R, C, n)
+        if self.head is not None:
+            delta = torch.matmul(self.head.transpose(-1, -2), delta)
+        self.deltas: list[Tensor] = [None] * L  # type: ignore[list-item]  # Δ_k = ∂L/∂Z_k
+        self.back: list[Tensor | None] = [None] * L  # W_kᵀ Δ_k, before σ′
+        for k in range(L - 1, -1, -1):
+            self.deltas[k] = delta
+            if k > 0:
+                b = torch.matmul(self.weights[k].transpose(-1, -2), delta)
+                self.back[k] = b
+                delta = b if self.d1[k - 1] is None else b * self.d1[k - 1]
+
+    @torch.no_grad()
+    def __call__(self, V: list[Tensor]) -> list[Tensor]:
+        ws, L = self.weights, len(self.weights)
+        zdot = torch.matmul(V[0], self.inputs[0])  # (R, out_1, n)
+        adots: list[Tensor | None] = [None]
+        zdots = [zdot]
+        for k in range(1, L):
+            d1 = self.d1[k - 1]
+            adot = zdot if d1 is None else zdot * d1  # Ȧ_k
+            adots.append(adot)
+            zdot = torch.matmul(V[k], self.inputs[k]).add_(torch.matmul(ws[k], adot))
+            zdots.append(zdot)
+        fdot = zdot if self.head is None else torch.matmul(self.head, zdot)  # (R, C, n)
+        Hf = self.loss_hessian  # (R, n, C, C)
+        gdot = (Hf @ fdot.transpose(-1, -2).unsqueeze(-1)).squeeze(-1)  # (R, n, C)
+        ddot = gdot.transpose(-1, -2)  # (R, C, n)
+        if self.head is not None:
+            ddot = torch.matmul(self.head.transpose(-1, -2), ddot)
+        out: list[Tensor] = [None] * L  # type: ignore[list-item]
+        for k in range(L - 1, -1, -1):
+            hv = torch.matmul(ddot, self.inputs[k].transpose(-1, -2))
+            if k > 0:
+                hv.add_(torch.matmul(self.deltas[k], adots[k].transpose(-1, -2)))
+            out[k] = hv
+            if k > 0:
+                nxt = torch.matmul(V[k].transpose(-1, -2), self.deltas[k]).add_(
+                    torch.matmul(ws[k].transpose(-1, -2), ddot))
+                d1, d2 = self.d1[k - 1], self.d2[k - 1]
+                ddot = nxt if d1 is None else nxt.mul_(d1).addcmul_(d2 * zdots[k - 1], self.back[k])
+        return out
 
 
 class EnsembleHessian:
@@ -58,6 +155,12 @@ class EnsembleHessian:
         self.device = self.params[0].device
         linear = model.arch.activation == "none"
         self._stats = SquareLossStats(X, y, reduction) if (loss == "square" and linear) else None
+        # written-out products for every chain but the linear square loss (and a subclass's own forward)
+        self._written_out = self._stats is None and type(model).forward is Ensemble.forward
+        self.method = "statistics" if self._stats is not None else ("written-out" if self._written_out else "autograd")
+        """How a product is computed: ``"statistics"`` (linear, square loss), ``"written-out"``, ``"autograd"``."""
+        self._chain: _ChainProducts | None = None
+        self._chain_key: tuple | None = None
         self.num_matvecs = 0
 
     def losses(self) -> Tensor:
@@ -73,9 +176,17 @@ class EnsembleHessian:
 
     def __matmul__(self, V: Tensor) -> Tensor:
         """``(R, D)`` → ``(R, D)``: row r is H_r v_r."""
+        parts = torch.split(V, self.sizes, dim=1)
+        if self._written_out:
+            key = tuple((p._version, p.data_ptr()) for p in self.params)
+            if self._chain is None or key != self._chain_key:
+                self._chain = _ChainProducts(self.model, self.loss, self.X, self.y, self.reduction)
+                self._chain_key = key
+            hv = self._chain([p.reshape(self.R, *s) for p, s in zip(parts, self.shapes)])
+            self.num_matvecs += 1
+            return torch.cat([h.reshape(self.R, -1) for h in hv], dim=1)
         with torch.enable_grad():
             grads = torch.autograd.grad(self.losses().sum(), self.params, create_graph=True)
-            parts = torch.split(V, self.sizes, dim=1)
             outs = [p.reshape(self.R, *s) for p, s in zip(parts, self.shapes)]
             hv = torch.autograd.grad(grads, self.params, grad_outputs=outs)
         self.num_matvecs += 1
