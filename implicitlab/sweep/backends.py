@@ -12,13 +12,16 @@ A :class:`Task` is one experiment on one config — or on several configs traine
 - ``ray``: Ray tasks (1 CPU each, ``max_retries`` on worker death). Without an address a local
   Ray starts with ``num_cpus=workers``, no dashboard, every server on loopback, its temporary files
   under the results folder; it is shut down when the sweep ends, also on Ctrl-C. With an address
-  the sweep joins that cluster (``ray start --head`` prints it) and only disconnects at the end.
+  the sweep joins that cluster (``ray start --head`` prints it) and only disconnects at the end;
+  an address on 127.0.0.1 is a loopback cluster (see :func:`ray_start`) and the driver binds
+  127.0.0.1 too. Each result records the Ray node that ran it (``environment["ray_node_id"]``).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import contextlib
 import ipaddress
 import logging
 import os
@@ -27,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -211,6 +214,61 @@ class _RaySession:
                 latest.symlink_to(target)
 
 
+LOOPBACK = "127.0.0.1"
+"""The one address at which Ray's servers listen on loopback only: Ray compares the node IP with this
+string to decide whether a gRPC server binds loopback or every interface."""
+
+
+@contextlib.contextmanager
+def _keep_loopback() -> Iterator[None]:
+    """Inside: Ray takes 127.0.0.1 as given instead of replacing it by this machine's routable address.
+
+    Ray 2.60 maps every "localhost" address it is handed (``--node-ip-address``, ``--address``,
+    ``ray.init(address=)``) to the address this machine reaches the internet from
+    (``ray._private.services.resolve_ip_for_localhost``), so a cluster started "on 127.0.0.1" listens on
+    every interface and a driver looks for it on the routable address. This is the only change.
+    """
+    from ray._private import services
+
+    resolve = services.resolve_ip_for_localhost
+
+    def keep(host: str) -> str:
+        return host if host == LOOPBACK else resolve(host)
+
+    services.resolve_ip_for_localhost = keep
+    try:
+        yield
+    finally:
+        services.resolve_ip_for_localhost = resolve
+
+
+def ray_start(args: Sequence[str]) -> int:
+    """Ray's own ``ray start`` with ``args``, 127.0.0.1 kept as given; returns its exit status.
+
+    ``args`` are those of ``ray start`` (``start`` itself not included). For a cluster on this
+    machine's loopback — a head, then a second node (each with its own ``--temp-dir``)::
+
+        python -c 'import sys; from implicitlab.sweep.backends import ray_start; sys.exit(ray_start(sys.argv[1:]))' \\
+            --head --node-ip-address=127.0.0.1 --port=PORT --temp-dir=DIR …
+        python -c '…the same…' --address=127.0.0.1:PORT --node-ip-address=127.0.0.1 --temp-dir=DIR2 …
+
+    ``ray start`` itself, given the same flags, binds the machine's routable address instead (see
+    :func:`_keep_loopback`). The Ray processes it starts outlive this call, as with ``ray start``.
+    """
+    if not ray_available():
+        raise ConfigError("ray_start needs Ray: pip install -c constraints.txt 'implicitlab[ray]'")
+    import click
+    from ray.scripts.scripts import cli
+
+    with _keep_loopback():
+        try:
+            cli.main(args=["start", *args], prog_name="ray", standalone_mode=False)
+        except click.ClickException as exc:  # bad flags: reported as ``ray start`` reports them
+            exc.show()
+            return exc.exit_code
+    return 0
+
+
 def start_ray(workers: int, address: str | None, temp_dir: Path) -> _RaySession:
     """Join the cluster at ``address``, or start a loopback-only local Ray (see module docstring).
 
@@ -221,8 +279,22 @@ def start_ray(workers: int, address: str | None, temp_dir: Path) -> _RaySession:
     if address is not None:
         import ray
 
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-        return _RaySession(ray)
+        host, _, port = address.rpartition(":")
+        if host not in (LOOPBACK, "localhost"):
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            return _RaySession(ray)
+        # A cluster on this machine's loopback (see ray_start): reach it on 127.0.0.1 and bind there.
+        session = _RaySession(ray)
+        with _keep_loopback():
+            ray.init(address=f"{LOOPBACK}:{port}", logging_level=logging.WARNING, log_to_driver=False)
+        try:
+            node_ip = ray.util.get_node_ip_address()
+            if node_ip != LOOPBACK:
+                raise RuntimeError(f"joined the Ray cluster at {address} on {node_ip}, not loopback; refusing to run")
+        except BaseException:
+            session.close()
+            raise
+        return session
 
     # Before Ray is imported: take the loopback address as this node's IP, so every Ray server
     # (GCS, raylet, workers, agents) binds 127.0.0.1 instead of a routable interface.
@@ -270,13 +342,24 @@ def start_ray(workers: int, address: str | None, temp_dir: Path) -> _RaySession:
     return session
 
 
+def _execute_task_on_ray(task: Task) -> list[PointResult]:
+    """:func:`execute_task`, each result's environment naming the Ray node that ran it."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    results = execute_task(task)
+    for res in results:
+        res.environment = {**res.environment, "ray_node_id": node}
+    return results
+
+
 def run_ray(tasks: list[Task], workers: int, temp_dir: Path, address: str | None = None,
             max_retries: int = 3) -> Results:
     """Tasks as Ray tasks; results come back to this (driver) process as they finish."""
     session = start_ray(workers, address, temp_dir)
     ray = session.ray
     try:
-        remote = ray.remote(num_cpus=1, max_retries=max_retries)(execute_task)
+        remote = ray.remote(num_cpus=1, max_retries=max_retries)(_execute_task_on_ray)
         refs = {remote.remote(Task(t.experiment, t.configs, t.device, 1)): i for i, t in enumerate(tasks)}
         pending = list(refs)
         while pending:
