@@ -36,8 +36,11 @@ def test_fig1_and_fig3_tiny_verdicts(fig1_tiny):
         "plain L=10: small init → S within 1.5× S_min": ("holds", "refuted"),
         # the 4κ line is loose: the largest converged scale is under it too
         "plain L=10: small init → S below 4κ·S_min": ("uninformative", "holds"),
+        # 3 runs at η ≤ 2/S_min in the tiny grid, none started above 2/η (the quick preset has 8 that did)
+        "plain L=10: runs that start sharper than 2/η can converge": ("refuted", "refuted"),
         "η=0.1: sharpness hovers at 2/η": ("holds", "refuted"),
         "η=0.1: sharpness rises to 2/η": ("holds", "refuted"),
+        "η=0.1: sharpness at the iterates rises to 2/η": ("holds", "refuted"),
     }
     # 6 runs: the rise with η is not significant at the tiny preset
     assert verdicts(fig3.claims(fig3.derive(fig1_tiny, fig1.PRESETS["tiny"]))) == {
@@ -203,6 +206,38 @@ def test_fig1_edge_of_stability_refuted_on_the_control_runs(fig1_tiny):
     lr = f"{trace.lr.min():g}"
     assert c[f"η={lr}: sharpness hovers at 2/η"].verdict == "refuted"
     assert c[f"η={lr}: sharpness rises to 2/η"].verdict == "refuted"
+    assert c[f"η={lr}: sharpness at the iterates rises to 2/η"].verdict == "refuted"
+
+
+def test_fig1_iterates_rise_reads_the_largest_late_sample(fig1_tiny):
+    """At the iterates the claim is 'reaches 2/η': one late sample at 2/η makes it hold, none refutes it."""
+    t = fig1_tiny.copy()
+    eos = (t.part == "trace") & (t.lr == 0.1)
+    late = eos & (t.step >= t[eos].step.max() * 2 / 3)
+    t.loc[late, "sharpness"] = 0.5 * 2 / 0.1  # every late iterate at half of 2/η
+    name = "η=0.1: sharpness at the iterates rises to 2/η"
+    assert by_name(fig1.claims(t))[name].verdict == "refuted"
+    t.loc[late & (t.step == t[eos].step.max()), "sharpness"] = 2 / 0.1
+    assert by_name(fig1.claims(t))[name].verdict == "holds"
+
+
+def test_fig1_sharp_start_counts_only_certified_successes(fig1_tiny):
+    """A converged run at η ≤ 2/S_min that started above 2/η counts; unconverged or above-critical ones do not."""
+    name = "plain L=10: runs that start sharper than 2/η can converge"
+    t = fig1_tiny.copy()
+    grid = t.part == "grid"
+    crit = float(t[grid].critical_step.iloc[0])
+    ok = grid & (t.lr <= crit) & t.converged.astype(bool) & t.sharpness_converged.astype(bool)
+    assert ok.any()
+    first = t.index[ok][0]
+    t.loc[first, "sharpness_init"] = 3.0 / float(t.loc[first, "lr"])  # S_init·η/2 = 1.5
+    c = by_name(fig1.claims(t))[name]
+    assert (c.verdict, c.measured, c.control_verdict) == ("holds", 1.0, "refuted")
+    t.loc[first, "converged"] = False
+    assert by_name(fig1.claims(t))[name].verdict == "refuted"
+    t.loc[first, ["converged", "lr"]] = [True, 0.1]  # above the critical step: the control's setting
+    c = by_name(fig1.claims(t))[name]
+    assert c.measured == 0.0 and c.control.measured == 0.0  # S·η/2 ≤ 1 + tol fails there: no success anywhere
 
 
 def test_fig1_edge_of_stability_says_no_data_for_a_diverged_trace(fig1_tiny):

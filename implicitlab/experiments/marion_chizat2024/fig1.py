@@ -10,6 +10,20 @@ repetitions; init scales linspace(0.25, 0.6, 10).
   sharpness every 5 steps (certified by residual): at η = 0.1 > 2/S_min the run cannot settle and
   sharpness hovers at 2/η (edge of stability).
 
+Result 5's two statements about training, read from these runs (no extra training):
+
+- "training that starts sharper than 2/η can still succeed" (sharpness decreases during training):
+  the grid runs with η ≤ 2/S_min whose certified S_init exceeds 2/η and that converge (then S_final ≤
+  2/η); a count, with the runs above 2/S_min as control (no minimizer is stable there).
+- "sharpness rises to 2/η" (Fig. 1(d)) measured twice on the traced runs: at the centre of the GD
+  two-cycle (the midpoint θ − (η/2)∇L, :class:`~implicitlab.diagnostics.MidpointSharpnessProbe`) and at
+  the iterates every ``trace_every`` = 5 steps, the points the paper plots (the same probe's
+  ``sharpness`` column). At the edge of stability the iterates alternate across 2/η (two phases of the
+  cycle; with an odd stride the samples alternate between them), so at the iterates "rises to 2/η"
+  is read as: the largest late sample reaches 2/η — the median of a two-valued sequence depends on
+  the count of each phase. With an even stride every sample is one phase and the claim may fail
+  for that reason alone.
+
 Sharpness is computed at initialisation and at the true final step of every run (the authors keep
 only their last every-5-steps estimate). ``mc2024-fig3`` is a view of these runs (the grid rows of
 this table), so it trains nothing.
@@ -28,8 +42,8 @@ from ...seeds import derive_seed
 from ...train import ProbeContext, every, gradient_descent
 from ..claims import Claim, Control, Threshold
 from ..experiment import Experiment
-from .common import (FIG1_PRESETS, SOURCE, Fig1Config, grid_rows, grid_thresholds, plot_grid_panels, run_grid,
-                     sharpness_claims)
+from .common import (FIG1_PRESETS, FLOOR_TOL, SOURCE, Fig1Config, grid_rows, grid_thresholds, plot_grid_panels,
+                     run_grid, sharpness_claims)
 
 PRESETS = FIG1_PRESETS
 
@@ -78,19 +92,22 @@ RISE_FRACTION = 0.9
 the same 10% as the band)."""
 
 
-def _eos_statistics(trace: pd.DataFrame, lr: float) -> pd.DataFrame:
-    """Per traced run at step size ``lr``: S·η/2 at init, the median S_mid·η/2 over the last third of
-    training, |that − 1| and the fraction of the gap from the initial value to 1 that it closed."""
+def _eos_statistics(trace: pd.DataFrame, lr: float, column: str = "sharpness_mid", late_stat: str = "median"
+                    ) -> pd.DataFrame:
+    """Per traced run at step size ``lr``: S·η/2 at init, the ``late_stat`` ("median" or "max") of
+    ``column``·η/2 over the last third of training, |that − 1| and the fraction of the gap from the
+    initial value to 1 that it closed; also the min and max of ``column``·η/2 over the last third."""
     g = trace[(trace.lr == lr)]
     rows = []
     for rep, r in g.groupby("rep"):
         if bool(r.diverged.astype(bool).any()):
-            rows.append({"rep": rep, "init": np.nan, "late": np.nan})
+            rows.append({"rep": rep, "init": np.nan, "late": np.nan, "late_min": np.nan, "late_max": np.nan})
             continue
-        late = r[r.step >= r.step.max() * 2 / 3]
+        late = r[r.step >= r.step.max() * 2 / 3][column] * lr / 2
         rows.append({"rep": rep, "init": float(r[r.step == 0].sharpness.iloc[0] * lr / 2),
-                     "late": float(late.sharpness_mid.median() * lr / 2)})
-    out = pd.DataFrame(rows, columns=["rep", "init", "late"])
+                     "late": float(late.median() if late_stat == "median" else late.max()),
+                     "late_min": float(late.min()), "late_max": float(late.max())})
+    out = pd.DataFrame(rows, columns=["rep", "init", "late", "late_min", "late_max"])
     out["off"] = (out.late - 1).abs()
     out["rise"] = (out.late - out.init) / (1 - out.init)
     out.loc[out.init >= 1, "rise"] = np.nan  # started at or above 2/η: it cannot rise to it
@@ -104,9 +121,48 @@ def _worst(values: pd.Series, how: str) -> float:
     return float(values.max() if how == "max" else values.min())
 
 
+def _sharp_start_succeeded(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Of ``runs``: those that started sharper than 2/η (certified S_init·η/2 > 1 + FLOOR_TOL), and
+    those of them that converged with a certified final S·η/2 ≤ 1 + FLOOR_TOL."""
+    started = runs[runs.sharpness_init_converged & (runs.sharpness_init * runs.lr / 2 > 1 + FLOOR_TOL)]
+    ok = started[started.converged & started.sharpness_converged & (started.sharpness * started.lr / 2 <= 1 + FLOOR_TOL)]
+    return started, ok
+
+
+def _sharp_start_claim(grid: pd.DataFrame) -> Claim:
+    """Result 5: "training that starts sharper than 2/η can still succeed" — a count over the grid."""
+    crit = float(grid.critical_step.iloc[0])
+    below, above = grid[grid.lr <= crit], grid[grid.lr > crit]
+    started, ok = _sharp_start_succeeded(below)
+    c_started, c_ok = _sharp_start_succeeded(above)
+    per_lr = ", ".join(f"η = {lr:g}: {int((ok.lr == lr).sum())} of {int((started.lr == lr).sum())}"
+                       for lr in sorted(below.lr.unique()))
+    drop = (ok.sharpness / ok.sharpness_init)
+    return Claim(
+        name="plain L=10: runs that start sharper than 2/η can converge",
+        statement="training that starts sharper than 2/η can still succeed: the sharpness decreases during "
+                  "training to a minimizer with S ≤ 2/η",
+        source=f"{SOURCE}, result 5",
+        measured=float(len(ok)), relation=">=", bound=1.0,
+        basis=f"number of grid runs with η ≤ 2/S_min = {crit:.4g} that started with certified S_init·η/2 > "
+              f"1 + {FLOOR_TOL:g} and converged (‖w_e − w*‖² ≤ converged_tol) with certified S_final·η/2 ≤ "
+              f"1 + {FLOOR_TOL:g}: {len(ok)} of the {len(started)} that started above 2/η ({per_lr}; "
+              f"{int(started.diverged.sum())} of them diverged); S_final/S_init of the successes: "
+              + (f"{drop.min():.3g}–{drop.max():.3g}" if len(ok) else "none"),
+        control=Control(setting=f"the {len(above)} runs with η > 2/S_min (η ∈ {sorted(float(v) for v in above.lr.unique())}), "
+                                "where no minimizer is stable",
+                        measured=float(len(c_ok)) if len(above) else float("nan"),
+                        note=f"{len(c_started)} of them started above 2/η"),
+        seeds=len(started), rule="at least one run (an existence statement: 'can')",
+        no_data_reason="",
+    )
+
+
 def claims(table: pd.DataFrame) -> list[Claim]:
     grid = grid_rows(table)
     out = sharpness_claims(grid, "plain L=10")
+    if len(grid):
+        out.append(_sharp_start_claim(grid))
     trace = table[table.part == "trace"]
     if not len(trace):
         return out
@@ -147,6 +203,27 @@ def claims(table: pd.DataFrame) -> list[Claim]:
         seeds=len(main), rule=f"every one of the {len(main)} traced runs",
         no_data_reason=no_data,
     ))
+    it_main = _eos_statistics(trace, eos_lr, "sharpness", "max")
+    stride = int(np.diff(np.sort(trace.step.unique())).min()) if trace.step.nunique() > 1 else 0
+    it_ctl = _eos_statistics(trace, ctl_lr, "sharpness", "max")
+    out.append(Claim(
+        name=f"η={eos_lr:g}: sharpness at the iterates rises to 2/η",
+        statement="starting flatter than 2/η, the sharpness at the iterates (Fig. 1(d)'s points) rises until it "
+                  "reaches 2/η",
+        source=f"{SOURCE}, Fig. 1(d) and result 5",
+        measured=_worst(it_main.rise, "min"), relation=">=", bound=RISE_FRACTION,
+        basis=f"min over the {len(it_main)} traced runs of (late − init)/(1 − init), S at the iterates every "
+              f"{stride} steps, "
+              f"init = S·η/2 at step 0, late = the largest S·η/2 over the last third (per run: "
+              f"{', '.join(f'{v:.3f}' for v in it_main.late)}); {RISE_FRACTION:g} (ours, as for the midpoint). "
+              f"Over the last third the iterates swing across 2/η: S·η/2 from "
+              f"{', '.join(f'{a:.2f}–{b:.2f}' for a, b in zip(it_main.late_min, it_main.late_max))} per run, "
+              f"while the midpoint's median is {', '.join(f'{v:.3f}' for v in main.late)}. Caveat: {margin}",
+        control=Control(setting=control_setting, measured=_worst(it_ctl.rise, "min"),
+                        note=f"late max S·η/2 per run: {', '.join(f'{v:.3f}' for v in it_ctl.late)}"),
+        seeds=len(it_main), rule=f"every one of the {len(it_main)} traced runs",
+        no_data_reason=no_data,
+    ))
     return out
 
 
@@ -158,6 +235,11 @@ THRESHOLDS = {
     "rise fraction": Threshold(RISE_FRACTION, "ours: the sharpness closes ≥ 90% of the gap from its initial "
                                               "S·η/2 to 1 (the band's 10%)"),
     "late window": Threshold("last third of the trace", "ours"),
+    "late statistic at the iterates": Threshold("max over the late window", "ours: at the edge of stability the "
+                                                "iterates alternate across 2/η, so 'reaches 2/η' is read on the "
+                                                "largest sample; the midpoint claims use the median"),
+    "runs that start above 2/η and converge": Threshold(1.0, "exact: 'can still succeed' is an existence "
+                                                             "statement, one run suffices"),
 }
 
 
