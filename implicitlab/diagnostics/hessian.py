@@ -180,10 +180,10 @@ class HessianOperator:
         """Every rank has the same variables, dtype, reduction, mode and penalty, and the same
         parameter values (fingerprints); the shard sizes give N. Raises on every rank otherwise."""
         obj, group = self.objective, self.group
-        group.comm_device(self.device)  # a backend that cannot carry the tensors: an error now
         signature = (list(zip(obj.names, map(tuple, obj.shapes))), str(self.dtype), self.device.type,
                      obj.reduction, obj.loss_reduction, self.mode, obj.penalty is not None)
         group.check_same(signature, "the model's variables, dtype, device type, reduction, mode and penalty")
+        group.comm_device(self.device)  # a backend that cannot carry the tensors: an error now, on every rank
         sizes = group.gather_objects(obj.num_examples, "the shard sizes")
         self.shard_sizes = [int(n) for n in sizes]
         self.num_examples = sum(self.shard_sizes)
