@@ -75,6 +75,8 @@ def tiny_table(data_dir):
     ({"init_scales": (0.0,)}, "init_scales must be positive"),
     ({"inits": 0}, "inits must be"),
     ({"perturb_until": 3_000, "num_steps": 3_000}, "perturb_until < num_steps"),
+    ({"common_step": 600}, "perturb_until < common_step"),
+    ({"common_step": 3_000}, "common_step < num_steps"),
     ({"bootstrap": 10}, "bootstrap must be"),
     ({"repetitions": 0}, "repetitions must be"),
     ({"dtype": "float16x"}, "dtype"),
@@ -301,6 +303,7 @@ def test_claims_read_only_the_table(monkeypatch):
     assert found["∏‖W_k‖_F at L = ε ranks the test error (Kendall τ_b)"].verdict == "holds"
     assert found["the ranking is stable when ε moves a decade"].verdict == "holds"
     assert found["matched ε predicts better than a common step count"].verdict == "holds"
+    assert found["matched ε predicts better than an earlier common step count"].verdict == "holds"
     assert found["∏‖W_k‖_F predicts better than ‖θ‖₂ at the same ε"].verdict == "holds"
     assert found["∏‖W_k‖_F predicts better than sharpness at the same ε"].verdict == "holds"
     assert found["≥ 20 zero-training-error minimizers per seed"].verdict == "holds"

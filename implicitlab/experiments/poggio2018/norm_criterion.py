@@ -35,7 +35,8 @@ L = ε_{T0}", which GD's discrete steps only bracket). There we measure ∏_k‖
 inverse normalized margin, the training error (on the labels trained on), the test error (true
 labels), and — at the main ε — the sharpness λ_max(∇²L) with the package's certified Lanczos
 (:func:`~implicitlab.diagnostics.ensemble_sharpness`: residual-checked, float64). Also measured: the
-same quantities at step 0 and at the common last step ``num_steps`` (the unmatched control).
+same quantities at step 0, at the common last step ``num_steps`` (the unmatched control) and at an
+earlier common step ``common_step`` (a second unmatched control, added after the first quick run).
 A minimizer counts when its state at the main ε has zero training error (guaranteed when
 ε < log 2 / n, since one misclassified example alone costs log 2 / n).
 
@@ -87,7 +88,7 @@ from .minimizers import (
 
 SOURCE = "Poggio et al. 2018"
 CPU = torch.device("cpu")
-STOPS = ("init", "matched", "matched_other", "fixed_step")  # the states measured per minimizer
+STOPS = ("init", "matched", "matched_other", "common_step", "fixed_step")  # the states measured per minimizer
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class NormCriterionConfig:
     perturb_scale: float = 0.25  # Fig. 5: noise std / std of the layer's entries (the paper: ¼)
     perturb_every: int = 500  # steps between perturbations of the perturbed runs (from step perturb_every)
     perturb_until: int = 5_000  # last perturbation step; perturbed runs are stopped at ε only after it
+    common_step: int = 6_000  # an earlier common step (perturb_until < common_step < num_steps): a second unmatched control
     sharpness_tol: float = 1e-6  # Lanczos stopping tolerance (relative residual) of the sharpness
     bootstrap: int = 2_000  # bootstrap resamples of the minimizers (intervals and the "better than" rule)
     data_dir: str | None = None  # data root; None: ../shared/data, else ./data; --data-dir sets it
@@ -137,6 +139,8 @@ class NormCriterionConfig:
         require(self.perturb_every >= 1, f"perturb_every must be ≥ 1, got {self.perturb_every}")
         require(self.perturb_every <= self.perturb_until < self.num_steps,
                 "need perturb_every ≤ perturb_until < num_steps (at least one perturbation, then GD to ε)")
+        require(self.perturb_until < self.common_step < self.num_steps,
+                f"need perturb_until < common_step < num_steps, got common_step = {self.common_step}")
         require_positive("sharpness_tol", self.sharpness_tol)
         require(self.bootstrap >= 100, f"bootstrap must be ≥ 100, got {self.bootstrap}")
         require(self.repetitions >= 1, f"repetitions must be ≥ 1, got {self.repetitions}")
@@ -152,11 +156,11 @@ class NormCriterionConfig:
 PRESETS = {
     "tiny": NormCriterionConfig(n=40, n_test=40, pool=4, depth=2, width=16, lr=0.5, num_steps=80,
                                 epsilons=(0.1, 0.4), label_fractions=(0.0, 0.3), init_scales=(0.5, 1.5),
-                                inits=1, perturb_every=15, perturb_until=30, sharpness_tol=1e-4, bootstrap=200,
+                                inits=1, perturb_every=15, perturb_until=30, common_step=40, sharpness_tol=1e-4, bootstrap=200,
                                 dtype="float32"),
     "quick": NormCriterionConfig(n=200, n_test=2_000, pool=4, depth=3, width=32, lr=0.5, num_steps=3_000,
                                  epsilons=(1e-3, 1e-2), label_fractions=(0.0, 0.2, 0.4), init_scales=(0.5, 1.5),
-                                 inits=2, perturb_every=100, perturb_until=600, bootstrap=1_000, dtype="float32"),
+                                 inits=2, perturb_every=100, perturb_until=600, common_step=800, bootstrap=1_000, dtype="float32"),
     "full": NormCriterionConfig(),
 }
 
@@ -166,7 +170,8 @@ PRESETS = {
 
 def run(cfg: NormCriterionConfig, *, device: torch.device = CPU, progress=None) -> pd.DataFrame:
     """``repetitions`` pipeline seeds, one table: a row per (seed, minimizer, stop) — ``stop`` in
-    ``init``, ``matched`` (L = epsilons[0]), ``matched_other`` (L = epsilons[1]), ``fixed_step``."""
+    ``init``, ``matched`` (L = epsilons[0]), ``matched_other`` (L = epsilons[1]), ``common_step`` (step
+    ``common_step``) and ``fixed_step`` (step ``num_steps``)."""
     arrays = load_mnist_arrays(cfg.data_dir)
     k = cfg.repetitions
     tables = []
@@ -178,14 +183,14 @@ def run(cfg: NormCriterionConfig, *, device: torch.device = CPU, progress=None) 
     return pd.concat(tables, ignore_index=True)
 
 
-def _segments(cfg: NormCriterionConfig) -> list[tuple[int, bool]]:
-    """(steps of GD, perturb after them?) covering 0 … num_steps."""
-    cuts = list(range(cfg.perturb_every, cfg.perturb_until + 1, cfg.perturb_every))
+def _segments(cfg: NormCriterionConfig) -> list[tuple[int, str]]:
+    """(steps of GD, what follows them: "perturb", "keep" (the common-step state) or "end") covering 0 … num_steps."""
+    cuts = [(c, "perturb") for c in range(cfg.perturb_every, cfg.perturb_until + 1, cfg.perturb_every)]
+    cuts += [(cfg.common_step, "keep"), (cfg.num_steps, "end")]
     out, start = [], 0
-    for c in cuts:
-        out.append((c - start, True))
+    for c, what in cuts:
+        out.append((c - start, what))
         start = c
-    out.append((cfg.num_steps - start, False))
     return out
 
 
@@ -205,27 +210,30 @@ def _run_seed(cfg: NormCriterionConfig, seed: int, arrays, device: torch.device,
         perturbed = torch.tensor([c[1] for c in cells])
         capture = EpsilonCapture(model, cfg.epsilons, [cfg.perturb_until + 1 if p else 0 for _, p, _ in cells])
         gens = [torch.Generator().manual_seed(derive_seed(seed, "perturbation", g, j)) for j in range(len(cells))]
-        done = 0
-        for steps, perturb_after in _segments(cfg):
+        done, kept = 0, None
+        for steps, then in _segments(cfg):
             gradient_descent(model, "ce", data.x, y, lr=cfg.lr, num_steps=steps,
                              probe_steps=range(steps + 1), probes=(capture,))
             done += steps
             capture.offset = done
-            if perturb_after:
+            if then == "perturb":
                 perturb_runs_(model, perturbed, cfg.perturb_scale, gens)
+            elif then == "keep":
+                kept = [w.detach().clone() for w in model.weights]
             if progress:
                 progress((g + 0.9 * done / cfg.num_steps) / G)
         states = {
             "init": (start, None, None),
             "matched": (capture.weights[0], capture.step[0], capture.loss[0]),
             "matched_other": (capture.weights[1], capture.step[1], capture.loss[1]),
+            "common_step": (kept, None, None),
             "fixed_step": ([w.detach().clone() for w in model.weights], None, None),
         }
         for stop, (weights, step, raw_loss) in states.items():
             eps = cfg.epsilons[0] if stop == "matched" else cfg.epsilons[1] if stop == "matched_other" else math.nan
             m = _measure(arch, weights, data, y, eps, sharp=(stop == "matched"), tol=cfg.sharpness_tol)
             for j, (scale, pert, i) in enumerate(cells):
-                st = (0 if stop == "init" else cfg.num_steps) if step is None else int(step[j])
+                st = {"init": 0, "common_step": cfg.common_step}.get(stop, cfg.num_steps) if step is None else int(step[j])
                 rows.append({
                     "seed": seed, "minimizer": g * len(cells) + j, "label_fraction": fraction, "init_scale": scale,
                     "perturbed": pert, "init": i, "stop": stop, "epsilon": eps,
@@ -292,6 +300,9 @@ THRESHOLDS = {
                                        "swapping order when ε moves a decade; fixed before the first quick run"),
     "bootstrap lower bound > 0": Threshold(0.0, "ours: 'predicts better' = the paired-bootstrap one-sided 95% lower "
                                                 "bound of ρ(∏‖W_k‖ at ε, test error) − ρ(other, test error) is above 0"),
+    "common_step (quick)": Threshold(800, "ours, set after the first quick run (which had only the last-step "
+                                          "control, where the ranking equalled the matched one): a step past the "
+                                          "perturbations and before every run reached the main ε, so losses differ more"),
     "match tolerance": Threshold(MATCH_RTOL, "exact: the bisection of match_loss ends at float64 resolution"),
     "seed rule": Threshold("holds on a majority of the pipeline seeds (≥ 2 of 3)",
                            "ours: one draw of subset, labels and inits cannot decide a ranking claim"),
@@ -312,6 +323,7 @@ def _pivot(t: pd.DataFrame) -> pd.DataFrame:
 def _valid(w: pd.DataFrame) -> pd.DataFrame:
     """Minimizers with zero training error at the main ε, every compared quantity finite."""
     need = ["norm_product@matched", "norm_product@matched_other", "norm_product@fixed_step", "norm_product@init",
+            "norm_product@common_step",
             "param_norm@matched", "test_error@matched"]
     ok = (w["train_error@matched"] == 0) & np.isfinite(w[need]).all(axis=1)
     return w[ok]
@@ -340,6 +352,7 @@ def _seed_stats(t: pd.DataFrame, seed: int, resamples: int) -> dict:
     sharp_ok = v["sharpness_converged@matched"] == 1
     columns = {
         "main": main, "fixed_step": v["norm_product@fixed_step"].to_numpy(),
+        "common_step": v["norm_product@common_step"].to_numpy(),
         "param_norm": v["param_norm@matched"].to_numpy(), "other_eps": v["norm_product@matched_other"].to_numpy(),
     }
     boot = bootstrap_rank(columns, err, resamples=resamples, seed=derive_seed(seed, "bootstrap")) if m >= 3 else {}
@@ -355,6 +368,7 @@ def _seed_stats(t: pd.DataFrame, seed: int, resamples: int) -> dict:
     comparisons = {}
     for name, (b, a_key, b_key, x_a, x_b, e) in {
         "fixed_step": (boot, "main", "fixed_step", main, columns["fixed_step"], err),
+        "common_step": (boot, "main", "common_step", main, columns["common_step"], err),
         "param_norm": (boot, "main", "param_norm", main, columns["param_norm"], err),
         "other_eps": (boot, "main", "other_eps", main, columns["other_eps"], err),
         "sharpness": (sboot, "main", "sharpness", vs["norm_product@matched"].to_numpy(),
@@ -370,8 +384,9 @@ def _seed_stats(t: pd.DataFrame, seed: int, resamples: int) -> dict:
         lower = float(np.quantile(d, 0.05)) if len(d) else math.nan
         comparisons[name] = (delta, lower, ra, rb)
     out["cmp"] = comparisons
-    fixed = v["loss@fixed_step"].to_numpy()
-    out["fixed_loss_span"] = (float(np.nanmin(fixed)), float(np.nanmax(fixed))) if m else (math.nan, math.nan)
+    for key in ("fixed_step", "common_step"):
+        lv = v[f"loss@{key}"].to_numpy()
+        out[f"{key}_loss_span"] = (float(np.nanmin(lv)), float(np.nanmax(lv))) if m else (math.nan, math.nan)
     return out
 
 
@@ -389,8 +404,9 @@ def claims(table: pd.DataFrame) -> list[Claim]:
     notes = " | ".join(
         f"seed {s}: {st['valid']} of {st['minimizers']} minimizers valid; ρ = {st['main']['rho']:.3f} "
         f"(95% bootstrap {st['ci_rho']}, p = {st['main']['rho_p']:.2g}), τ_b = {st['main']['tau']:.3f} "
-        f"({st['ci_tau']}, p = {st['main']['tau_p']:.2g}); losses at the common last step "
-        f"{st['fixed_loss_span'][0]:.2g}–{st['fixed_loss_span'][1]:.2g}"
+        f"({st['ci_tau']}, p = {st['main']['tau_p']:.2g}); losses at the last step "
+        f"{st['fixed_step_loss_span'][0]:.2g}–{st['fixed_step_loss_span'][1]:.2g}, at the earlier common step "
+        f"{st['common_step_loss_span'][0]:.2g}–{st['common_step_loss_span'][1]:.2g}"
         for s, st in stats.items())
     common = (f" Minimizers: per seed, those with zero training error at L = ε = {eps:g} (moved to L = ε "
               f"exactly along the ray of the first GD iterate with L ≤ ε). Runs: {notes}.")
@@ -426,7 +442,10 @@ def claims(table: pd.DataFrame) -> list[Claim]:
     for key, name, statement in (
         ("fixed_step", "matched ε predicts better than a common step count",
          "∏‖W_k‖_F compared at the same loss ε ranks the test error better than at the same number of GD steps "
-         "(where the runs' losses differ)"),
+         "(where the runs' losses differ): the last step num_steps"),
+        ("common_step", "matched ε predicts better than an earlier common step count",
+         "as above, at the earlier common step common_step (losses further apart; added after the first quick run "
+         "showed the last-step ranking equal to the matched one)"),
         ("param_norm", "∏‖W_k‖_F predicts better than ‖θ‖₂ at the same ε",
          "the product of the layer norms is the complexity proxy, better than the plain parameter norm"),
         ("sharpness", "∏‖W_k‖_F predicts better than sharpness at the same ε",
