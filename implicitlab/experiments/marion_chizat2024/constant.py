@@ -91,7 +91,7 @@ class ConstantConfig:
     small_scale: float = 0.5  # σ₀: plain entries (σ₀/√m)·N(0, 1)
     residual_scale: float = 0.25  # s: W_k = I + (s/√(Lm))·N (the paper's Fig. 2 uses s = 0.25)
     large_scale: float = 2.0  # σ₀ of the control (layer gain > 1: far from small init)
-    step: float = 0.2  # h: η = h·2/max(2LΛ, S_init)
+    step: float = 0.1  # h: η = h·2/max(2LΛ, S_init) (0.2 failed the η-halving check: THRESHOLDS)
     halve_depths: tuple[int, ...] = (5, 10, 20, 40)  # these depths also train every run at h/2
     max_steps: int = 150_000  # GD steps at most per ensemble
     control_max_steps: int = 40_000  # the same for the large-init control (slow to settle)
@@ -565,9 +565,11 @@ THRESHOLDS = {
                            "ours: the exclusion rule, fixed before the runs; counts in every basis"),
     "trend test level": Threshold(TREND_ALPHA, "ours: the conventional 5% level, one-sided Spearman"),
     "shuffle seed": Threshold(SHUFFLE_SEED, "ours: the seed of the trend control's re-pairing"),
-    "step": Threshold("η = h·2/max(2LΛ, S_init), h = 0.2", "ours: a fifth of the stability limit at the start "
-                                                           "(η·8LΛ ≤ 1.6 < 2 at the upper line); the η-halving "
-                                                           "claim checks the gradient-flow regime"),
+    "step": Threshold("η = h·2/max(2LΛ, S_init), h = 0.1", "ours: a tenth of the stability limit at the start "
+                                                           "(η·8LΛ ≤ 0.8 at the upper line). h = 0.2 was tried "
+                                                           "first: the full preset's η-halving change was 2.7% "
+                                                           "(> 2.5%) on 2 of 240 residual pairs (κ = 1, m ≥ 2d), "
+                                                           "so the step was halved; the tolerance was not moved"),
 }
 
 
