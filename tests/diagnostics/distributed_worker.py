@@ -4,7 +4,8 @@
 float64 model (seeded) and takes its contiguous shard of the data, unequal on purpose (rank 0 holds
 ``SHARD_0`` examples, rank 1 the rest), computes the diagnostics and writes them to ``OUT/rank<r>.pt``.
 SCENARIO ``compute``: the results (and rank 0 lists the listening sockets); ``kill``: rank 1 kills
-itself (SIGKILL) at its 5th product; ``raise``: rank 1 raises at its 5th product.
+itself (SIGKILL) at its 5th product; ``raise``: rank 1 raises at its 5th product; ``hang``: rank 1
+stops at its 5th product without exiting (the process group's timeout ends the job).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 NUM_EXAMPLES = 17
 SHARD_0 = 5  # rank 0's examples; rank 1 holds the other 12
 TIMEOUT_S = 20.0  # the process group's timeout in these tests
+HANG_TIMEOUT_S = 8.0  # the process group's timeout of the "hang" scenario (its test waits that long)
 
 
 def problem():
@@ -88,13 +90,13 @@ def main() -> None:
     from implicitlab.diagnostics import HessianOperator
     from implicitlab.diagnostics.distributed import init_from_env
 
-    group = init_from_env(timeout_s=TIMEOUT_S)
+    group = init_from_env(timeout_s=HANG_TIMEOUT_S if scenario == "hang" else TIMEOUT_S)
     rank = group.rank
     (out_dir / f"pid{rank}").write_text(str(os.getpid()))
     model, X, y = problem()
     start, stop = (0, SHARD_0) if rank == 0 else (SHARD_0, NUM_EXAMPLES)
     Xr, yr = X[start:stop], y[start:stop]
-    if scenario in ("kill", "raise") and rank == 1:
+    if scenario in ("kill", "raise", "hang") and rank == 1:
         products = HessianOperator._local_products
         calls = [0]
 
@@ -104,6 +106,8 @@ def main() -> None:
                 (out_dir / "failed_at").write_text(repr(time.time()))
                 if scenario == "kill":
                     os.kill(os.getpid(), signal.SIGKILL)
+                if scenario == "hang":
+                    time.sleep(600)
                 raise RuntimeError("injected failure on rank 1")
             return products(self, V, reuse)
 

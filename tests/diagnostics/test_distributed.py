@@ -5,7 +5,8 @@ every quantity must equal the one-process value to 1e-10 and agree bit for bit a
 penalty is counted once (exact shift of every eigenvalue by 2·0.05); the sum-reduced sharpness is
 N = 17 times the mean-reduced one; the determinism probe names the rank whose shard moves; every socket
 the job listens on is bound to 127.0.0.1; a rank killed (SIGKILL) or raising mid-Lanczos ends the job
-with an error naming rank 1 within the process group's timeout.
+with an error naming rank 1 well within the process group's timeout; a rank that stops without exiting
+ends it after that timeout.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import distributed_worker as worker
 from implicitlab.diagnostics.distributed import (
     DistributedError,
     ShardGroup,
+    free_port,
     loopback_launch,
     resolve_group,
     shard_bounds,
@@ -36,12 +38,20 @@ WORKER = str(HERE / "distributed_worker.py")
 JOB_LIMIT_S = 240  # a guard against a hang of the whole job (the assertions below are far tighter)
 
 
-def launch(tmp: Path, scenario: str) -> tuple[subprocess.Popen, list[str]]:
-    """torchrun on 2 ranks running the worker, every socket on 127.0.0.1 (file rendezvous, gloo on lo)."""
-    (tmp / "rdzv").touch()
-    cmd, env = loopback_launch(2, ["unused"], str(tmp / "rdzv"))
-    cmd = cmd[: cmd.index("-m", 2)] + [WORKER, str(tmp), scenario]
-    assert "--master_addr=127.0.0.1" in cmd and "--local-addr=127.0.0.1" in cmd
+def launch(tmp: Path, scenario: str, static: bool = False) -> tuple[subprocess.Popen, list[str]]:
+    """torchrun on 2 ranks running the worker, on 127.0.0.1 and gloo on lo. Default: the file rendezvous of
+    ``loopback_launch`` (every socket on 127.0.0.1); ``static``: plain ``torchrun --master_addr=127.0.0.1
+    --master_port=<free port>`` (the ranks join torchrun's agent store, which listens on every interface)."""
+    if static:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+               f"--master_port={free_port()}", "--max-restarts=0", WORKER, str(tmp), scenario]
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    else:
+        (tmp / "rdzv").touch()
+        cmd, env = loopback_launch(2, ["unused"], str(tmp / "rdzv"))
+        cmd = cmd[: cmd.index("-m", 2)] + [WORKER, str(tmp), scenario]
+        assert "--local-addr=127.0.0.1" in cmd
+    assert "--master_addr=127.0.0.1" in cmd
     assert env["MASTER_ADDR"] == "127.0.0.1" and env["GLOO_SOCKET_IFNAME"] == "lo"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -120,21 +130,30 @@ def test_every_listening_socket_of_the_job_is_on_loopback(computed):
     assert all(a.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:")) for a in ours), ours
 
 
-def test_a_killed_or_raising_rank_ends_the_job_naming_it_within_the_timeout(tmp_path):
+def test_a_killed_raising_or_hung_rank_ends_the_job_with_an_error_within_the_timeout(tmp_path):
     jobs = {}
-    for scenario in ("kill", "raise"):
+    for scenario in ("kill", "raise", "hang"):
         (tmp_path / scenario).mkdir()
-        jobs[scenario] = launch(tmp_path / scenario, scenario)[0]  # both at once: the test's time is one job's
+        # all at once (the test's time is the slowest job's), under plain torchrun (static rendezvous)
+        jobs[scenario] = launch(tmp_path / scenario, scenario, static=True)[0]
     for scenario, proc in jobs.items():
         code, out, ended = finish(proc)
         failed_at = float((tmp_path / scenario / "failed_at").read_text())
+        took = ended - failed_at
         assert code != 0, out[-3000:]
-        assert ended - failed_at < worker.TIMEOUT_S, f"{scenario}: ended {ended - failed_at:.1f} s after the failure"
+        assert not (tmp_path / scenario / "rank0.pt").exists()
+        if scenario == "hang":
+            # rank 0 waits the process group's timeout, then fails naming itself and the collective;
+            # torchrun ends the hung rank (SIGTERM) and reports both
+            assert worker.HANG_TIMEOUT_S * 0.9 < took < worker.HANG_TIMEOUT_S + 12, f"hang: ended after {took:.1f} s"
+            assert "rank 0 of 2: the Hessian-product collective failed" in out, out[-3000:]
+            assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)\s*\n\s*exitcode\s*:\s*-15", out), out[-3000:]
+            continue
+        assert took < worker.TIMEOUT_S, f"{scenario}: ended {took:.1f} s after the failure"
         # torchrun's summary names the failed rank; the survivor's error names itself and the collective
         assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)", out), out[-3000:]
-        assert not (tmp_path / scenario / "rank0.pt").exists()
         if scenario == "kill":
-            assert "SIGKILL" in out, out[-3000:]
+            assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)\s*\n\s*exitcode\s*:\s*-9", out), out[-3000:]
         else:
             assert "injected failure on rank 1" in out, out[-3000:]
 
