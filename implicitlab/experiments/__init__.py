@@ -23,6 +23,7 @@ from .marion_chizat2024 import lower_bound as mc2024_lower_bound
 from .marion_chizat2024 import resnet as mc2024_resnet
 from .poggio2018 import fig1_cifar, fig2_cifar, fig3, fig4, fig5_cifar, fig6, fig7, hessian, init_independence
 from .poggio2018 import norm_criterion as poggio_norm_criterion
+from .poggio2018 import normalized_dynamics as poggio_normalized_dynamics
 from .soudry2018 import linear as soudry2018_linear
 
 EXPERIMENTS: tuple[Experiment, ...] = (
@@ -37,6 +38,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     hessian.EXPERIMENT,
     init_independence.EXPERIMENT,
     poggio_norm_criterion.EXPERIMENT,
+    poggio_normalized_dynamics.EXPERIMENT,
     mc2024_fig1.EXPERIMENT,
     mc2024_fig3.EXPERIMENT,
     mc2024_resnet.EXPERIMENT,
