@@ -180,3 +180,10 @@ def test_presets_are_valid_and_ordered():
     assert set(lb.PRESETS) == {"tiny", "quick", "full"}
     assert lb.PRESETS["tiny"].starts <= lb.PRESETS["quick"].starts <= lb.PRESETS["full"].starts
     assert np.isfinite(lb.FLOOR_TOL) and lb.FLOOR_TOL < 1e-6
+
+
+def test_threshold_table_has_sources():
+    table = lb.EXPERIMENT.thresholds
+    assert table
+    for name, t in table.items():
+        assert t.source.split(":")[0].split(",")[0] in ("paper", "exact", "ours"), (name, t.source)

@@ -487,11 +487,13 @@ THRESHOLDS = {
                                          "exact for d = 1)"),
     "floor / identity tolerance": Threshold(FLOOR_TOL, "ours: ≥ 100× the certified relative residual (Lanczos "
                                                        "tol 1e-10) plus the effect of ‖p − w*‖ ≤ 1e-14; both "
-                                                       "measured by the 'certified minimizers' identity"),
-    "digest's closest approach": Threshold(CLOSEST_DIGEST, "paper digest: 'numerical minimisation … found "
-                                                           "1.02–1.03 × this bound'"),
+                                                       "measured by the 'certified minimizers' identity; set "
+                                                       "after a first tiny run showed gaps ≈ 1e-15"),
+    "digest's closest approach": Threshold(CLOSEST_DIGEST, "paper: the digest's 'numerical minimisation … "
+                                                           "found 1.02–1.03 × this bound'"),
     "exponent tolerance": Threshold(EXPONENT_TOL, "ours: the c⁰ term of S(c) moves the local exponent by "
-                                                  "≤ 2e-3 over c ≥ 100 (derivation in the module docstring)"),
+                                                  "≤ 2e-3 over c ≥ 100 (derivation in the module docstring); "
+                                                  "set before the first run"),
     "search": Threshold("projected gradient on S, retraction to ‖p − w*‖ ≤ 1e-14",
                         "ours: step kept if S decreased (α ← 1.5α), else α ← α/2"),
 }
