@@ -35,7 +35,10 @@ consistent, finite, non-empty, re-iterable data and a decomposable loss
 (:mod:`~implicitlab.diagnostics.objective`); the determinism probe —
 two products with one random vector must agree and leave the buffers unchanged
 (:mod:`~implicitlab.diagnostics.determinism`; it never reuses anything); non-finite products are
-errors.
+errors. Data parallel, on every rank alike: a rank's bad data or options (named), ranks that differ
+in the model, dtype, reduction, mode or penalty, a backend that cannot carry the tensors, and a
+determinism probe that fails on some rank's shard (named); per product, ranks whose input vectors
+or parameters differ (:mod:`~implicitlab.diagnostics.distributed`).
 """
 
 from __future__ import annotations
