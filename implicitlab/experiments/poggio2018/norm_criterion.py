@@ -50,7 +50,13 @@ labels, initialisations, perturbations). Every statistical claim is computed per
 seed's minimizers and holds when it holds on a majority of seeds (2 of 3). Rules fixed before the
 quick preset was first run: rank correlation significant at one-sided p < 0.05 (scipy); stability
 τ_b ≥ 0.8 between the two ε's rankings; "predicts better" when the paired-bootstrap one-sided 95%
-lower bound of the difference of Spearman ρ's is above 0.
+lower bound of the difference of Spearman ρ's is above 0. The earlier-common-step control
+(``common_step``) was added after that first run, with the same rule (the claim says so).
+
+Controls: for the rank correlations, the same statistic for ∏‖W_k‖_F at initialisation; for the
+stability, τ_b between the initial and the matched products; for every "predicts better" claim,
+the same rule applied to ∏‖W_k‖_F at one ε against itself at the other ε (both matched: the
+paper's argument predicts no gain, so the rule should not fire).
 """
 
 from __future__ import annotations
@@ -262,7 +268,7 @@ def _measure(arch: Architecture, weights, data, y: torch.Tensor, eps: float, *, 
     scale = torch.ones(R, dtype=torch.float64)
     if math.isfinite(eps):
         a, _ = match_loss(model, x, y, eps)
-        scale = torch.where(reached, a.cpu(), nan)
+        scale = torch.where(reached.cpu(), a.cpu(), nan)
         per_layer = torch.nan_to_num(scale, nan=1.0).pow(1.0 / arch.depth).to(w64[0].device)
         model = Ensemble(arch, [w * per_layer.view(-1, 1, 1) for w in w64])
     out = model(x)  # (R, n, C)
