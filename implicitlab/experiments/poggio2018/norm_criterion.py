@@ -354,6 +354,9 @@ def _seed_stats(t: pd.DataFrame, seed: int, resamples: int) -> dict:
 
     out["tau_eps"] = float(kendall_tau_b(main, v["norm_product@matched_other"].to_numpy())) if m >= 3 else math.nan
     out["tau_init"] = float(kendall_tau_b(main, v["norm_product@init"].to_numpy())) if m >= 3 else math.nan
+    inv = v["inverse_margin@matched"].to_numpy()  # 1/γ̃: "equivalently the inverse normalized margin"
+    out["margin"] = rank_correlations(inv, err)
+    out["tau_margin"] = float(kendall_tau_b(main, inv)) if m >= 3 else math.nan
     # paired bootstrap of ρ differences
     sharp_ok = v["sharpness_converged@matched"] == 1
     columns = {
@@ -412,7 +415,9 @@ def claims(table: pd.DataFrame) -> list[Claim]:
         f"(95% bootstrap {st['ci_rho']}, p = {st['main']['rho_p']:.2g}), τ_b = {st['main']['tau']:.3f} "
         f"({st['ci_tau']}, p = {st['main']['tau_p']:.2g}); losses at the last step "
         f"{st['fixed_step_loss_span'][0]:.2g}–{st['fixed_step_loss_span'][1]:.2g}, at the earlier common step "
-        f"{st['common_step_loss_span'][0]:.2g}–{st['common_step_loss_span'][1]:.2g}"
+        f"{st['common_step_loss_span'][0]:.2g}–{st['common_step_loss_span'][1]:.2g}; the inverse normalized "
+        f"margin at ε: ρ = {st['margin']['rho']:.3f} (p = {st['margin']['rho_p']:.2g}) with the test error, τ_b = "
+        f"{st['tau_margin']:.3f} with ∏‖W_k‖_F"
         for s, st in stats.items())
     common = (f" Minimizers: per seed, those with zero training error at L = ε = {eps:g} (moved to L = ε "
               f"exactly along the ray of the first GD iterate with L ≤ ε). Runs: {notes}.")
