@@ -5,6 +5,7 @@ import torch
 
 from implicitlab.losses import loss
 from implicitlab.models import Architecture, Ensemble, LayeredNet
+from implicitlab.train.chain_grad import chain_forward
 
 F64 = torch.float64
 ARCHS = [
@@ -95,3 +96,17 @@ def test_bad_architectures():
         Architecture("mlp", activation="tanh")
     with pytest.raises(ConfigError, match="depth"):
         Architecture("mlp", depth=0)
+
+
+@pytest.mark.parametrize("kind, activation", [("mlp", "gelu"), ("mlp", "relu"), ("mlp", "smooth_relu"),
+                                              ("deep_linear", "none"), ("residual", "none")])
+def test_forward_equals_the_written_out_chain(kind, activation):
+    """The training engine's forward pass (examples as columns, one GEMM for the shared first layer)
+    computes the same outputs as Ensemble.forward, for every run."""
+    arch = Architecture(kind, d_in=3, depth=3, width=None if kind == "residual" else 4, activation=activation)
+    ens = Ensemble.create(arch, [0.5, 1.0, 2.0], [1, 2, 3])
+    X = torch.randn(7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    FT, _, _ = chain_forward(list(ens.weights), ens.head, X, activation, arch.eps)
+    with torch.no_grad():
+        ref = ens(X)  # (R, n, d_out)
+    torch.testing.assert_close(FT.transpose(-1, -2), ref, rtol=1e-12, atol=1e-12 * float(ref.abs().max()))
