@@ -20,7 +20,7 @@ measured in this process, after a warm-up, and the final losses are compared so 
 
 FLOP rate: the matrix products of one data-pass GD step, 2n·Σ_k out_k·in_k for the forward pass, as
 much for the weight gradients and as much less the first layer's for the backward products
-(≈ 68.5 kFLOP per run·step here), times run·steps per second, as a fraction of one core's float64
+(66.5 kFLOP per run·step here), times run·steps per second, as a fraction of one core's float64
 peak measured in the same run (the best of five 2048 × 2048 float64 GEMMs on one thread). The count
 is the same for every arm; the linear ensemble does less actual work (its step needs no pass over
 the data), so its rate is an effective one. Elementwise work (GELU's erf and exp) is not counted.
