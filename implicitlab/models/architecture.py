@@ -108,8 +108,7 @@ def activate_with_derivatives(
         d1.mul_(z).mul_(scale).add_(t)  # σ′ = s + (z/ε²) s(1 − s)
     elif activation == "relu":
         torch.clamp(z, min=0.0, out=a)
-        torch.gt(z, 0.0, out=t)
-        d1.copy_(t)
+        d1.copy_(z > 0)  # 1[z > 0] in z's dtype
         if order == 2:
             second = torch.zeros_like(z)
     else:  # tanh
