@@ -242,7 +242,8 @@ def sphere_equilibrium(P: float, V: list[torch.Tensor], X: torch.Tensor, y: torc
     spheres as L) with the retraction V_k ← V_k/‖V_k‖ and a backtracking step, from V. At the end
     λ_k/L = ⟨V_k, B_k⟩/(2L) (Eq. 51 on the sphere). Returns V, ``lam_over_L`` ``(K,)``, ``log_L``,
     ``residual`` = max_k ‖(I − V_kV_kᵀ)B_k‖/‖B_k‖ (0 at an equilibrium), ``steps`` and
-    ``min_preactivation`` = min |pre-activation| over hidden units and examples, relative to its largest.
+    ``min_preactivation`` = min |pre-activation| over hidden units and examples, relative to its largest (ReLU;
+    NaN for the linear network, which has no kinks).
 
     With ReLU the minimiser can sit on an activation boundary (a pre-activation exactly 0): the field is not
     differentiable there, the tangential residual stays finite, and Eq. 52 is not defined (the paper's
@@ -285,9 +286,10 @@ def sphere_equilibrium(P: float, V: list[torch.Tensor], X: torch.Tensor, y: torc
         pre.append(h_.abs().flatten())
         if activation == "relu":
             h_ = torch.relu(h_)
-    pre_all = torch.cat(pre) if pre else torch.ones(1, dtype=X.dtype)
+    pre_all = torch.cat(pre) if pre and activation == "relu" else None
+    min_pre = float(pre_all.min() / pre_all.max()) if pre_all is not None else float("nan")  # ReLU kinks only
     return {"V": [v.detach() for v in Vs], "lam_over_L": lam.detach(), "log_L": float(logL), "residual": res,
-            "steps": steps, "min_preactivation": float(pre_all.min() / pre_all.max())}
+            "steps": steps, "min_preactivation": min_pre}
 
 
 def flow_time_increment_log(h: torch.Tensor, log_L: torch.Tensor, loss: str) -> torch.Tensor:
