@@ -524,7 +524,7 @@ def plot(table: pd.DataFrame):
             for pert, marker in ((False, "o"), (True, "^")):
                 s = frame[(frame.label_fraction == fr) & (frame.perturbed == pert)]
                 ax.plot(s[x], s.test_error, marker, ms=4, color=f"C{i}", alpha=0.8,
-                        label=f"{fr:.0%} random{' , perturbed' if pert else ''}")
+                        label=f"{fr:.0%} random{', perturbed' if pert else ''}")
         ax.set(xlabel=title, ylabel="test error", xscale="log", title=f"{title} (seed {seed})")
     axes[0, 0].legend(fontsize=6)
     ax = axes[0, 2]
