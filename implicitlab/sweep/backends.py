@@ -289,8 +289,10 @@ def start_ray(workers: int, address: str | None, temp_dir: Path) -> _RaySession:
             ray.init(address=f"{LOOPBACK}:{port}", logging_level=logging.WARNING, log_to_driver=False)
         try:
             node_ip = ray.util.get_node_ip_address()
-            if node_ip != LOOPBACK:
-                raise RuntimeError(f"joined the Ray cluster at {address} on {node_ip}, not loopback; refusing to run")
+            if node_ip != LOOPBACK:  # a cluster started by plain `ray start`: it listens on node_ip
+                raise RuntimeError(f"the Ray cluster at {address} runs on {node_ip}, not on loopback only; "
+                                   f"refusing to run (to join it anyway, give --ray-address {node_ip}:{port}; "
+                                   "for a loopback cluster start its nodes with implicitlab.sweep.backends.ray_start)")
         except BaseException:
             session.close()
             raise

@@ -42,10 +42,10 @@ pytestmark = [
 TAG_VAR = "IMPLICITLAB_RAY_CLUSTER_TEST"  # value: "<cluster id>/<role>" in every process of the cluster
 RAY_START = (sys.executable, "-c",
              "import sys; from implicitlab.sweep.backends import ray_start; sys.exit(ray_start(sys.argv[1:]))")
-NUM_POINTS = 8
+NUM_POINTS = 6
 SPEC = """experiment: sweep-demo
 preset: tiny
-set: {{num_steps: 12000}}  # ~1-2 s a point on one core: a kill lands while points run
+set: {{num_steps: 8000}}  # ~1 s a point on an idle core: a kill lands while points run
 seeds: {seeds}
 """
 
@@ -144,7 +144,6 @@ class LoopbackCluster:
 
     root: Path
     cluster_id: str = field(default_factory=lambda: secrets.token_hex(6))
-    commands: list[list[str]] = field(default_factory=list)  # as run, for the README recipe
     address: str = ""
 
     def env(self, role: str) -> dict[str, str]:
@@ -171,7 +170,6 @@ class LoopbackCluster:
         # brings up the rest of the head (this overlap saves the second interpreter's start-up).
         started = {}
         for role, cmd, env in (("head", head, head_env), ("node2", node2, self.env("node2"))):
-            self.commands.append(cmd)
             log = open(self.root / f"ray-start-{role}.log", "w")
             started[role] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.root), log)
             if role == "head":
@@ -197,20 +195,26 @@ class LoopbackCluster:
                 return pid, cmd.split("--node_id=", 1)[1].split()[0]
         raise AssertionError(f"no raylet for {role}: {self.processes()}")
 
-    def stop(self, grace_s: float = 3.0) -> dict[int, str]:
-        """SIGTERM every process of the cluster, SIGKILL what is left after ``grace_s``; return what
-        still lives after that (pid → command line), which should be nothing."""
-        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
-            for pid in self.processes():
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + wait_s
-            while self.processes() and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if not self.processes():
-                break
+    def stop(self, grace_s: float = 6.0) -> dict[int, str]:
+        """Stop the cluster in ``ray stop``'s order — the raylets, then the other processes, then the
+        GCS; each group SIGTERM, then SIGKILL after ``grace_s / 3`` — but only this cluster's
+        processes. Return what still lives after that (pid → command line): should be nothing."""
+
+        def group(pid: int) -> int:
+            cmd = _cmdline(pid)
+            return 0 if "/raylet " in cmd else 2 if "/gcs_server " in cmd else 1
+
+        for g in (0, 1, 2, None):  # None: whatever is left (e.g. a worker started meanwhile)
+            for sig, wait_s in ((signal.SIGTERM, grace_s / 3), (signal.SIGKILL, 5.0)):
+                pids = [p for p in self.processes() if g is None or group(p) == g]
+                for pid in pids:
+                    try:
+                        os.kill(pid, sig)
+                    except ProcessLookupError:
+                        pass
+                deadline = time.monotonic() + wait_s
+                while set(pids) & set(self.processes()) and time.monotonic() < deadline:
+                    time.sleep(0.1)
         return {pid: _cmdline(pid)[:120] for pid in self.processes()}
 
 
@@ -285,7 +289,7 @@ def test_sweep_on_two_loopback_nodes_survives_killed_workers(loopback_cluster, t
                     for p in workers:
                         os.kill(p, signal.SIGKILL)
                     killed_busy = busy
-            time.sleep(0.1)
+            time.sleep(0.25)
     finally:
         if sweep.poll() is None:
             sweep.kill()
