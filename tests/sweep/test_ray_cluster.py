@@ -326,3 +326,10 @@ def test_sweep_on_two_loopback_nodes_survives_killed_workers(loopback_cluster, t
     procs = cluster.processes()
     assert procs.get(head_raylet) == "head" and procs.get(node2_raylet) == "node2"
     assert not cluster.stop()
+
+
+def test_ray_start_reports_bad_flags_like_ray_start():
+    from implicitlab.sweep.backends import ray_start
+
+    # click's usage error, before anything starts: exit status 2, as `ray start --no-such-flag` gives
+    assert ray_start(["--no-such-flag"]) == 2
