@@ -38,20 +38,14 @@ WORKER = str(HERE / "distributed_worker.py")
 JOB_LIMIT_S = 240  # a guard against a hang of the whole job (the assertions below are far tighter)
 
 
-def launch(tmp: Path, scenario: str, static: bool = False) -> tuple[subprocess.Popen, list[str]]:
-    """torchrun on 2 ranks running the worker, on 127.0.0.1 and gloo on lo. Default: the file rendezvous of
-    ``loopback_launch`` (every socket on 127.0.0.1); ``static``: plain ``torchrun --master_addr=127.0.0.1
-    --master_port=<free port>`` (the ranks join torchrun's agent store, which listens on every interface)."""
-    if static:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-               f"--master_port={free_port()}", "--max-restarts=0", WORKER, str(tmp), scenario]
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
-    else:
-        (tmp / "rdzv").touch()
-        cmd, env = loopback_launch(2, ["unused"], str(tmp / "rdzv"))
-        cmd = cmd[: cmd.index("-m", 2)] + [WORKER, str(tmp), scenario]
-        assert "--local-addr=127.0.0.1" in cmd
-    assert "--master_addr=127.0.0.1" in cmd
+def launch(tmp: Path, scenario: str) -> tuple[subprocess.Popen, list[str]]:
+    """torchrun on 2 ranks running the worker through ``loopback_launch``: a file rendezvous instead of
+    torchrun's TCP agent store (which listens on every interface), rank 0's store on 127.0.0.1 and gloo
+    on lo, so every socket of the job is on 127.0.0.1 (asserted below)."""
+    (tmp / "rdzv").touch()
+    cmd, env = loopback_launch(2, ["unused"], str(tmp / "rdzv"))
+    cmd = cmd[: cmd.index("-m", 2)] + [WORKER, str(tmp), scenario]
+    assert "--local-addr=127.0.0.1" in cmd and "--master_addr=127.0.0.1" in cmd
     assert env["MASTER_ADDR"] == "127.0.0.1" and env["GLOO_SOCKET_IFNAME"] == "lo"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -134,8 +128,8 @@ def test_a_killed_raising_or_hung_rank_ends_the_job_with_an_error_within_the_tim
     jobs = {}
     for scenario in ("kill", "raise", "hang"):
         (tmp_path / scenario).mkdir()
-        # all at once (the test's time is the slowest job's), under plain torchrun (static rendezvous)
-        jobs[scenario] = launch(tmp_path / scenario, scenario, static=True)[0]
+        # all at once (the test's time is the slowest job's), each on the loopback launch
+        jobs[scenario] = launch(tmp_path / scenario, scenario)[0]
     for scenario, proc in jobs.items():
         code, out, ended = finish(proc)
         failed_at = float((tmp_path / scenario / "failed_at").read_text())
