@@ -22,6 +22,7 @@ from .marion_chizat2024 import gelu as mc2024_gelu
 from .marion_chizat2024 import lower_bound as mc2024_lower_bound
 from .marion_chizat2024 import resnet as mc2024_resnet
 from .poggio2018 import fig1_cifar, fig2_cifar, fig3, fig4, fig5_cifar, fig6, fig7, hessian, init_independence
+from .poggio2018 import rates as poggio2018_rates
 from .poggio2018 import norm_criterion as poggio_norm_criterion
 from .poggio2018 import normalized_dynamics as poggio_normalized_dynamics
 from .soudry2018 import linear as soudry2018_linear
@@ -35,6 +36,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     fig5_cifar.EXPERIMENT,
     fig6.EXPERIMENT,
     fig7.EXPERIMENT,
+    poggio2018_rates.EXPERIMENT,
     hessian.EXPERIMENT,
     init_independence.EXPERIMENT,
     poggio_norm_criterion.EXPERIMENT,
