@@ -16,14 +16,19 @@ measured in this process, after a warm-up, and the final losses are compared so 
 - ``implicitlab``: all runs as one :class:`~implicitlab.models.Ensemble` trained by
   :func:`implicitlab.train.gradient_descent` (written-out backward pass: linear chains by
   :mod:`~implicitlab.train.linear_grad` with the square-loss sufficient statistics, GELU chains by
-  :mod:`~implicitlab.train.chain_grad`).
+  :mod:`~implicitlab.train.chain_grad`: one fused ATen kernel each way per hidden layer,
+  ``aten.gelu`` forward and ``aten.gelu_backward`` backward — the kernels autograd calls, so its
+  trajectories equal autograd's to the last bit here).
 
 FLOP rate: the matrix products of one data-pass GD step, 2n·Σ_k out_k·in_k for the forward pass, as
 much for the weight gradients and as much less the first layer's for the backward products
 (66.5 kFLOP per run·step here), times run·steps per second, as a fraction of one core's float64
 peak measured in the same run (the best of five 2048 × 2048 float64 GEMMs on one thread). The count
 is the same for every arm; the linear ensemble does less actual work (its step needs no pass over
-the data), so its rate is an effective one. Elementwise work (GELU's erf and exp) is not counted.
+the data), so its rate is an effective one. Elementwise work (GELU's erf and exp) is not counted; on
+the machine of issue #18 (AVX-512, 1,000 runs) PyTorch's fused GELU kernels cost about 3 ns (forward)
+and 4–5 ns (backward) per element in float64, and a 1,000-run ``bmm`` of 5 × 5 by 5 × 50 about
+0.25 ms (≈ 10 GFLOP/s, an eighth of the GEMM peak), so this setting stays far from the peak.
 
 Usage: ``python benchmarks/ensemble.py [--runs 1000] [--steps 100] [--baseline-runs 10] [--repeats 3]``
 (wall and CPU time are both printed; on a shared machine the CPU time is the steadier of the two).

@@ -119,6 +119,50 @@ def activate_with_derivatives(
     return a, d1, second
 
 
+def activate_into(z: torch.Tensor, activation: str, eps: float = 0.1, *, out: torch.Tensor) -> torch.Tensor:
+    """σ(z) written into ``out`` (shaped and typed like z) with one fused kernel where PyTorch has one.
+
+    The same numbers as :func:`activate` (``"gelu"`` is the same ``aten.gelu`` kernel, exact erf form;
+    ``"relu"`` is max(z, 0)); ``"tanh"`` as in :data:`DIFFERENTIABLE`; ``"none"`` returns z itself.
+    """
+    if activation == "none":
+        return z
+    if activation == "gelu":
+        return torch.ops.aten.gelu.out(z, out=out)
+    if activation == "relu":
+        return torch.clamp(z, min=0.0, out=out)
+    if activation == "tanh":
+        return torch.tanh(z, out=out)
+    if activation == "smooth_relu":
+        torch.div(z, eps**2, out=out).sigmoid_()  # as activate: z · sigmoid(z/ε²)
+        return out.mul_(z)
+    raise ValueError(f"unknown activation {activation!r}; choose one of {list(DIFFERENTIABLE)}")
+
+
+def activation_backward(
+    grad: torch.Tensor, saved: torch.Tensor, activation: str, *, out: torch.Tensor
+) -> torch.Tensor:
+    """grad ⊙ σ′(z) in one fused pass, from what the forward pass kept (``saved``); written into ``out``.
+
+    ``saved`` is z itself for ``"gelu"`` (``aten.gelu_backward``: Φ(z) + zφ(z), exact erf form, the
+    kernel autograd uses) and ``"relu"`` (``aten.threshold_backward``: grad where z > 0, else 0 — autograd's
+    choice at 0), σ(z) for ``"tanh"`` (``aten.tanh_backward``: grad·(1 − σ²)) and σ′(z) itself for
+    ``"smooth_relu"`` (no fused kernel: one product). ``out`` may be ``grad`` (an exact alias: each
+    element is read before it is written). ``"none"`` returns grad.
+    """
+    if activation == "none":
+        return grad
+    if activation == "gelu":
+        return torch.ops.aten.gelu_backward.grad_input(grad, saved, grad_input=out)
+    if activation == "relu":
+        return torch.ops.aten.threshold_backward.grad_input(grad, saved, 0.0, grad_input=out)
+    if activation == "tanh":
+        return torch.ops.aten.tanh_backward.grad_input(grad, saved, grad_input=out)
+    if activation == "smooth_relu":
+        return torch.mul(grad, saved, out=out)
+    raise ValueError(f"unknown activation {activation!r}; choose one of {list(DIFFERENTIABLE)}")
+
+
 @dataclass(frozen=True)
 class Architecture:
     """A chain of bias-free linear layers.

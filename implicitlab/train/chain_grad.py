@@ -9,9 +9,15 @@ and the chain rule, with Δ_k = ∂L/∂Z_k ``(R, out_k, n)``, gives the backwar
 
     Δ_L = [headᵀ] (∂L/∂F)ᵀ,   ∂L/∂W_k = Δ_k A_{k−1}ᵀ  (A_0 = Xᵀ),   Δ_{k−1} = σ′(Z_{k−1}) ⊙ (W_kᵀ Δ_k).
 
-The forward pass keeps every layer's σ′(Z_k) (computed beside σ(Z_k) from one erf and one exp for
-GELU: :func:`~implicitlab.models.architecture.activate_with_derivatives`), so the backward pass is
-one batched product per layer for Δ, one for the gradient and one elementwise product. ∂L/∂F is the
+Each hidden layer costs one fused elementwise kernel each way (PyTorch's own, vectorised, the ones
+autograd calls): σ(Z_k) by ``aten.gelu`` / ``clamp`` / ``tanh``
+(:func:`~implicitlab.models.architecture.activate_into`) and σ′(Z_k) ⊙ (W_{k+1}ᵀ Δ_{k+1}) by
+``aten.gelu_backward`` / ``threshold_backward`` / ``tanh_backward``
+(:func:`~implicitlab.models.architecture.activation_backward`), so the forward pass keeps only Z_k
+(GELU, ReLU) or σ(Z_k) (tanh), never a σ′ buffer; the smooth ReLU, which has no fused kernel, keeps
+σ′(Z_k) (:func:`~implicitlab.models.architecture.activate_with_derivatives`) and multiplies by it.
+The backward pass is then one batched product per layer for Δ, one for the gradient and one
+elementwise kernel. ∂L/∂F is the
 loss's own derivative (:func:`implicitlab.train.linear_grad.dloss_doutputs`: square, exp, logistic
 written out, in the log domain for normalized GD; cross-entropy by autograd on the outputs only).
 
@@ -28,7 +34,7 @@ from __future__ import annotations
 
 import torch
 
-from ..models.architecture import DIFFERENTIABLE, activate_with_derivatives
+from ..models.architecture import DIFFERENTIABLE, activate_into, activate_with_derivatives, activation_backward
 from .linear_grad import dloss_doutputs
 
 
@@ -84,10 +90,11 @@ def chain_forward(
     workspace: ChainWorkspace | None = None,
     keep: bool = True,
 ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor | None]]:
-    """Outputs Fᵀ ``(R, d_out, n)``, the inputs A_{k−1} of each layer and σ′(Z_k) of each hidden layer.
+    """Outputs Fᵀ ``(R, d_out, n)``, the inputs A_{k−1} of each layer and what the backward pass needs.
 
     ``inputs[0]`` is Xᵀ (a view ``(d, n)`` or ``(R, d, B)``); ``inputs[k]`` = σ(Z_k) ``(R, out_k, n)``;
-    ``derivs[k]`` = σ′(Z_{k+1}) for the hidden layers (None for ``"none"``). ``keep=False`` skips σ′.
+    ``saved[k]`` is, for hidden layer k + 1, what :func:`~implicitlab.models.architecture.activation_backward`
+    reads: Z itself (GELU, ReLU), σ(Z) (tanh), σ′(Z) (smooth ReLU), None (``"none"`` or ``keep=False``).
     """
     ws = workspace if workspace is not None else ChainWorkspace()
     R = weights[0].shape[0]
@@ -95,7 +102,7 @@ def chain_forward(
     XT = X.transpose(-1, -2)  # (d, n) or (R, d, B)
     L = len(weights)
     inputs: list[torch.Tensor] = [XT]
-    derivs: list[torch.Tensor | None] = []
+    saved: list[torch.Tensor | None] = []
     h = XT
     for k, W in enumerate(weights):
         out_k = W.shape[1]
@@ -107,14 +114,20 @@ def chain_forward(
         if k == L - 1:
             h = z
             break
-        bufs = tuple(ws.get(f"{name}{k}", (R, out_k, n), W) for name in ("a", "s", "t")) if activation != "none" else None
-        a, d1, _ = activate_with_derivatives(z, activation, eps, out=bufs)
+        if activation == "none":
+            a, s = z, None
+        elif activation == "smooth_relu":  # no fused backward kernel: keep σ′ (one product on the way back)
+            bufs = tuple(ws.get(f"{name}{k}", (R, out_k, n), W) for name in ("a", "s", "t"))
+            a, s, _ = activate_with_derivatives(z, activation, eps, out=bufs)
+        else:  # one fused kernel each way: keep Z (GELU, ReLU) or σ(Z) (tanh), no σ′ buffer
+            a = activate_into(z, activation, eps, out=ws.get(f"a{k}", (R, out_k, n), W))
+            s = a if activation == "tanh" else z
         inputs.append(a)
-        derivs.append(d1 if keep else None)
+        saved.append(s if keep else None)
         h = a
     if head is not None:
         h = torch.bmm(head, h, out=ws.get("head_out", (R, head.shape[1], n), head))  # (R, d_out, n)
-    return h, inputs, derivs
+    return h, inputs, saved
 
 
 @torch.no_grad()
@@ -149,7 +162,7 @@ def chain_gradients(
     R = weights[0].shape[0]
     n = X.shape[-2]
     L = len(weights)
-    FT, inputs, derivs = chain_forward(weights, head, X, activation, eps, workspace=ws)
+    FT, inputs, saved = chain_forward(weights, head, X, activation, eps, workspace=ws)
     value, dF = dloss_doutputs(loss_name, FT.transpose(-1, -2), y, reduction, normalized)  # dF (R, n, d_out)
     delta = dF.transpose(-1, -2)  # (R, d_out, n) = ∂L/∂Fᵀ
     if head is not None:
@@ -167,6 +180,5 @@ def chain_gradients(
         grads[k] = g
         if k > 0:
             nxt = torch.bmm(W.transpose(-1, -2), delta, out=ws.get(f"d{k}", (R, W.shape[2], n), W))
-            d1 = derivs[k - 1]
-            delta = nxt if d1 is None else nxt.mul_(d1)  # Δ_{k−1} = σ′(Z_{k−1}) ⊙ W_kᵀ Δ_k
+            delta = activation_backward(nxt, saved[k - 1], activation, out=nxt)  # σ′(Z_{k−1}) ⊙ W_kᵀ Δ_k
     return value, grads
