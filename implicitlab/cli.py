@@ -78,7 +78,7 @@ def _check_memory(plans, device) -> None:
 
 
 def _check_data(plans) -> None:
-    """Read the data files the experiments load (CIFAR-10, cached once decoded) before anything is written."""
+    """Read the data files the experiments load (CIFAR-10, cached once decoded; MNIST) before anything is written."""
     from .data import DataError
 
     for exp, cfg in plans:
@@ -90,6 +90,15 @@ def _check_data(plans) -> None:
                 load_arrays(getattr(cfg, "data_dir", None))
             except DataError as exc:
                 _fail(f"{exp.name}: {str(exc).splitlines()[0]} (pass --data-dir with the CIFAR-10 data)")
+        if "mnist" in source.tags:
+            from .data import load_mnist, resolve_data_root
+
+            try:
+                root = resolve_data_root(getattr(cfg, "data_dir", None))
+                for split in ("train", "test"):
+                    load_mnist(root, split)
+            except DataError as exc:
+                _fail(f"{exp.name}: {str(exc).splitlines()[0]} (pass --data-dir with the MNIST data)")
 
 
 def _fail(message: str) -> None:

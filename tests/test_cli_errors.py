@@ -98,6 +98,21 @@ def test_corrupt_cifar_zip_one_line_exit_2_nothing_written(tmp_path, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == ["BAD"]
 
 
+@pytest.mark.parametrize("corrupt", [False, True])
+def test_missing_or_corrupt_mnist_one_line_exit_2_nothing_written(tmp_path, corrupt):
+    bad = tmp_path / "BAD"
+    bad.mkdir()
+    if corrupt:  # an IDX image file whose header promises more images than it holds
+        header = (0x0803).to_bytes(4, "big") + (60000).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+        (bad / "train-images-idx3-ubyte").write_bytes(header + b"\0" * 100)
+    out = tmp_path / "results"
+    result = runner.invoke(app, ["run", "poggio2018-norm-criterion", "--preset", "tiny", "--data-dir", str(bad),
+                                 "--out", str(out)], env={"COLUMNS": "250"})
+    _one_line_exit_2(result, "poggio2018-norm-criterion: ")
+    assert "MNIST" in result.output and "--data-dir" in result.output
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("experiment", ["mc2024-fig1", "mc2024-fig3"])
 def test_a_config_too_big_for_the_machine_one_line_exit_2_nothing_written(tmp_path, experiment):
     out = tmp_path / "results"
