@@ -356,6 +356,24 @@ def _short(value: object) -> str:
     return str(value)
 
 
+@app.command("ray-start", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                             "help_option_names": []})
+def ray_start_command(ctx: typer.Context) -> None:
+    """Ray's own `ray start` with every flag passed through, 127.0.0.1 kept as given (needs the ray extra).
+
+    Plain `ray start` (Ray 2.60) replaces --node-ip-address=127.0.0.1 by the machine's routable address and
+    then listens on every interface; this is the same command with loopback kept, for a cluster on one
+    machine (see the README's recipe). `implicitlab ray-start --help` prints `ray start`'s own help.
+    """
+    from .sweep.backends import ray_start
+
+    try:
+        code = ray_start(list(ctx.args))
+    except ConfigError as exc:
+        _fail(str(exc))
+    raise typer.Exit(code=code)
+
+
 @app.command("runs")
 def runs(
     out: Annotated[Path, typer.Option(help="results folder (store: OUT/implicitlab.sqlite)")] = Path("results"),

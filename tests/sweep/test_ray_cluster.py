@@ -3,8 +3,8 @@ killed mid-sweep: every point is stored once, a rerun resumes, every Ray socket 
 no Ray process outlives the test.
 
 The cluster is started the way a user would start one (the README's recipe, these exact commands):
-a head, then a second node joining it, each by Ray's own ``ray start`` run through
-:func:`implicitlab.sweep.backends.ray_start` — plain ``ray start`` (Ray 2.60) rewrites
+a head, then a second node joining it, each by Ray's own ``ray start`` run through ``implicitlab
+ray-start`` (:func:`implicitlab.sweep.backends.ray_start`) — plain ``ray start`` (Ray 2.60) rewrites
 ``--node-ip-address=127.0.0.1`` to this machine's routable address and then listens on every
 interface. Each node has its own ports and ``--temp-dir``; the cluster uses token authentication with
 a token of its own. Every process of the cluster carries a tag in its environment (``ray start``'s
@@ -40,8 +40,8 @@ pytestmark = [
 ]
 
 TAG_VAR = "IMPLICITLAB_RAY_CLUSTER_TEST"  # value: "<cluster id>/<role>" in every process of the cluster
-RAY_START = (sys.executable, "-c",
-             "import sys; from implicitlab.sweep.backends import ray_start; sys.exit(ray_start(sys.argv[1:]))")
+IMPLICITLAB = str(Path(sys.executable).with_name("implicitlab"))  # the venv's console script
+RAY_START = (IMPLICITLAB, "ray-start")  # `implicitlab ray-start`: Ray's `ray start`, 127.0.0.1 kept
 NUM_POINTS = 6
 SPEC = """experiment: sweep-demo
 preset: tiny
@@ -251,7 +251,7 @@ def _stored(out: Path) -> list[tuple[str, str, dict]]:
 
 
 def _sweep_command(spec: Path, out: Path, address: str) -> list[str]:
-    return [str(Path(sys.executable).with_name("implicitlab")), "sweep", str(spec), "--out", str(out),
+    return [IMPLICITLAB, "sweep", str(spec), "--out", str(out),
             "--backend", "ray", "--ray-address", address, "--no-batch"]
 
 
