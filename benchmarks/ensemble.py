@@ -28,7 +28,9 @@ is the same for every arm; the linear ensemble does less actual work (its step n
 the data), so its rate is an effective one. Elementwise work (GELU's erf and exp) is not counted; on
 the machine of issue #18 (AVX-512, 1,000 runs) PyTorch's fused GELU kernels cost about 3 ns (forward)
 and 4–5 ns (backward) per element in float64, and a 1,000-run ``bmm`` of 5 × 5 by 5 × 50 about
-0.25 ms (≈ 10 GFLOP/s, an eighth of the GEMM peak), so this setting stays far from the peak.
+0.25 ms with its operands in cache (≈ 10 GFLOP/s, an eighth of the GEMM peak) and about 0.5 ms inside
+the training step (memory-bound), so this setting stays far from the peak: even with free elementwise
+work the products alone would cap the GELU ensemble near 12% of it.
 
 Usage: ``python benchmarks/ensemble.py [--runs 1000] [--steps 100] [--baseline-runs 10] [--repeats 3]``
 (wall and CPU time are both printed; on a shared machine the CPU time is the steadier of the two).
