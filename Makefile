@@ -39,7 +39,9 @@ $(BROWSER):
 test: $(TEST_STAMP) $(BROWSER)
 	$(PY) -m pytest -q
 
+# The ensemble benchmark against a plain loop, torch.func and JAX jit(vmap) (the optional bench extra: jax[cpu])
 bench: $(STAMP)
+	$(PIP) -e ".[dev,bench]"
 	$(PY) benchmarks/ensemble.py
 
 clean:
