@@ -83,7 +83,7 @@ class ConstantConfig:
     d: int = 5
     noise: float = 1.0  # σ of the label noise (the paper's linear experiments)
     kappas: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)  # condition numbers of Σ = XᵀX/n
-    seeds: int = 5  # data draws per κ (paired across κ), each one run per architecture
+    seeds: int = 12  # data draws per κ (paired across κ), each one run per architecture (full: 2,016 runs)
     width_factors: tuple[int, ...] = (1, 2, 4)  # hidden width m = factor · d
     residual_depths: tuple[int, ...] = (5, 10, 20, 40)
     small_depths: tuple[int, ...] = (5, 10)  # plain small-init nets (deeper ones sit at the saddle)
