@@ -50,6 +50,7 @@ from .diagnostics import (
     normalized_margin,
     sharpness,
     slq_spectral_density,
+    spectrum_counts,
 )
 from .diagnostics.distributed import ShardGroup, shard_bounds
 from .losses import LOSSES
@@ -58,6 +59,9 @@ METRICS: tuple[str, ...] = ("sharpness", "spectrum", "trace", "margin", "norms")
 """What ``measure`` can compute, in the order it reports them."""
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
+SPECTRUM_RTOL = 1e-8
+"""Eigenvalues within this fraction of max|λ| of 0 count as zero, not negative or positive (``spectrum_counts``:
+an explicit float64 Hessian's exact zeros come out near 1e-15·max|λ|)."""
 
 EXPLICIT_SPECTRUM_MAX_DIM = 2000
 """Up to this many parameters the spectrum is every eigenvalue of the explicit float64 Hessian (D² numbers:
@@ -407,8 +411,8 @@ def measure(
       ``num_matvecs``, and ``values``/``residuals``/``error_bounds`` of all k (:func:`sharpness`);
     - ``trace``: ``value``, ``stderr``, ``num_matvecs`` (:func:`hutchinson_trace`, ``trace_matvecs`` probes);
     - ``spectrum``: for D ≤ :data:`EXPLICIT_SPECTRUM_MAX_DIM`, every eigenvalue of the explicit float64
-      Hessian summarised (``method: "explicit"``, ``min``, ``max``, ``trace``, ``num_negative``, ``top``:
-      the 10 largest); else SLQ (``method: "slq"``, ``min``/``max`` of the quadrature nodes,
+      Hessian summarised (``method: "explicit"``, ``min``, ``max``, ``trace``, ``num_negative`` and ``num_zero``
+      counted relative to max|λ| (``count_rtol``, :data:`SPECTRUM_RTOL`), ``top``: the 10 largest); else SLQ (``method: "slq"``, ``min``/``max`` of the quadrature nodes,
       ``trace`` and ``trace_stderr``, ``num_matvecs``);
     - ``margin``: ``min_margin`` and ``normalized_margin`` (Frobenius product; meaningful for a
       bias-free homogeneous network);
@@ -436,10 +440,13 @@ def measure(
     if "spectrum" in problem.metrics:
         if problem.num_params <= EXPLICIT_SPECTRUM_MAX_DIM:
             eig = hessian_spectrum(explicit_hessian(m, loss, X, y, distributed=dist))  # ascending, float64
+            # counted relative to max|λ| (spectrum_counts): an exact zero eigenvalue comes out as ±1e-17·max|λ|,
+            # whose sign is rounding; counting eig < 0 made such zeros "negative" (and changed with the shards)
+            counts = spectrum_counts(eig, rtol=SPECTRUM_RTOL)
             out["spectrum"] = {
                 "method": "explicit", "dim": int(eig.numel()), "min": float(eig[0]), "max": float(eig[-1]),
-                "trace": float(eig.sum()), "num_negative": int((eig < 0).sum()),
-                "top": _floats(eig.flip(0)[:10]),
+                "trace": float(eig.sum()), "num_negative": counts.negative, "num_zero": counts.zero,
+                "count_rtol": SPECTRUM_RTOL, "top": _floats(eig.flip(0)[:10]),
             }
         else:
             dens = slq_spectral_density(m, loss, X, y, num_probes=slq_probes, num_steps=slq_steps, seed=seed,

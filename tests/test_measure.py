@@ -323,3 +323,23 @@ def test_nproc_2_splits_the_data_and_prints_the_one_process_numbers_once(user):
     for a, b in pairs:
         assert abs(a - b) <= 1e-10 * (1 + abs(b))
     assert two["norms"] == one["norms"]
+
+
+def test_spectrum_counts_exact_zero_eigenvalues_as_zero_not_negative():
+    """A linear model with more weights than examples: 2XᵀX/n has rank n, so d − n eigenvalues are exactly 0
+    and come out of eigvalsh as ±1e-17-ish; none of them is a negative eigenvalue."""
+    torch.manual_seed(0)
+    n, d = 3, 12
+    X = torch.randn(n, d, dtype=torch.float64)
+    y = torch.randn(n, dtype=torch.float64)
+    model = torch.nn.Linear(d, 1, bias=False).double()
+    from implicitlab.measure import Problem
+
+    problem = Problem(model=model.eval(), X=X, y=y, loss="square", metrics=("spectrum",), dtype=torch.float64,
+                      num_params=d)
+    spec = measure(problem)["spectrum"]
+    exact = torch.linalg.eigvalsh(2 * X.T @ X / n)  # the Hessian of the mean square loss (no ½)
+    assert spec["max"] == pytest.approx(float(exact[-1]), rel=1e-12)
+    assert spec["num_zero"] == d - n and spec["num_negative"] == 0
+    raw = il.explicit_hessian(model, "square", X, y)
+    assert int((torch.linalg.eigvalsh(raw) < 0).sum()) > 0  # what a bare sign count would have reported

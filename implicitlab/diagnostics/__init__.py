@@ -15,6 +15,7 @@ from .ensemble_curvature import (
     ensemble_sharpness,
 )
 from .determinism import NondeterministicHessianError
+from .distributed import DistributedError
 from .hessian import HessianOperator, hessian_vector_product
 from .spectrum import (
     SpectralDensity,
@@ -35,6 +36,7 @@ from .norms import LayerNorms, layer_norms
 from .weights import NotHomogeneousWarning, homogeneity, layer_weights
 
 __all__ = [
+    "DistributedError",
     "EigenResult",
     "EnsembleHessian",
     "HessianOperator",
