@@ -166,8 +166,38 @@ def gradient_descent(
     report_every = max(1, num_steps // 100)
 
     for step in range(num_steps + 1):
+        # The step's gradient is computed before its probes run (both at the same weights), so a
+        # probe can reuse the full-batch loss the gradient already evaluated (ctx.training_loss).
+        obj = grads = None
+        if step < num_steps:
+            if gens is not None:
+                i = step % batches_per_epoch
+                if i == 0:
+                    perm = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)  # (R, n)
+                idx = perm[:, i * batch_size : (i + 1) * batch_size]  # (R, B)
+                Xb, yb = X[idx], y[idx]  # (R, B, d), (R, B[, d_out])
+            else:
+                Xb, yb = X, y
+
+            if linear:
+                obj, grads = linear_chain_gradients(
+                    params, model.head, Xb, yb, loss_name, reduction, normalized,
+                    stats if Xb is X else None, yX if Xb is X else None,
+                )
+            elif written_out:
+                obj, grads = chain_gradients(
+                    params, model.head, Xb, yb, loss_name, reduction, normalized,
+                    model.arch.activation, model.arch.eps, workspace=workspace,
+                )
+            else:
+                obj = objective(Xb, yb)  # (R,)
+                grads = torch.autograd.grad(obj.sum(), params)
+                obj = obj.detach()
+
         if step in probe_set:
-            ctx = ProbeContext(model=model, X=X, y=y, loss=loss_name, reduction=reduction, step=step, lr=lrs)
+            full_loss = obj if (obj is not None and gens is None and not normalized) else None
+            ctx = ProbeContext(model=model, X=X, y=y, loss=loss_name, reduction=reduction, step=step, lr=lrs,
+                               training_loss=full_loss)
             with torch.no_grad():
                 row: dict[str, torch.Tensor] = {}
                 for probe in probes:
@@ -182,28 +212,6 @@ def gradient_descent(
         if step == num_steps:
             break
 
-        if gens is not None:
-            i = step % batches_per_epoch
-            if i == 0:
-                perm = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)  # (R, n)
-            idx = perm[:, i * batch_size : (i + 1) * batch_size]  # (R, B)
-            Xb, yb = X[idx], y[idx]  # (R, B, d), (R, B[, d_out])
-        else:
-            Xb, yb = X, y
-
-        if linear:
-            obj, grads = linear_chain_gradients(
-                params, model.head, Xb, yb, loss_name, reduction, normalized,
-                stats if Xb is X else None, yX if Xb is X else None,
-            )
-        elif written_out:
-            obj, grads = chain_gradients(
-                params, model.head, Xb, yb, loss_name, reduction, normalized,
-                model.arch.activation, model.arch.eps, workspace=workspace,
-            )
-        else:
-            obj = objective(Xb, yb)  # (R,)
-            grads = torch.autograd.grad(obj.sum(), params)
         diverged |= ~torch.isfinite(obj)
         with torch.no_grad():
             if divergence_threshold is not None:

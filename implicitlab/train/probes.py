@@ -28,6 +28,10 @@ class ProbeContext:
     reduction: str
     step: int
     lr: torch.Tensor | None = None  # (R,) step sizes of the runs
+    # (R,) the training loss L(θ) at this step's weights (``reduction`` over all of X), when the
+    # step's full-batch gradient already computed it (full-batch, not normalized, step < num_steps);
+    # None otherwise. A probe that only needs L(θ) can read it instead of a forward pass of its own.
+    training_loss: torch.Tensor | None = None
 
 
 Probe = Callable[[ProbeContext], dict[str, torch.Tensor]]

@@ -139,3 +139,54 @@ def test_bad_training_input():
         gradient_descent(ens, "square", X[:, :3], y, lr=0.1, num_steps=1)
     with pytest.raises(ValueError, match="step sizes for"):
         gradient_descent(ens, "square", X, y, lr=[0.1, 0.2], num_steps=1)
+
+
+class _Subclassed(Ensemble):
+    """An ensemble with its own forward: gradient_descent takes the autograd path."""
+
+    def forward(self, X):
+        return super().forward(X)
+
+
+@pytest.mark.parametrize(
+    "arch,loss_name,labels,cls",
+    [
+        (Architecture("deep_linear", d_in=4, depth=4), "square", False, Ensemble),  # sufficient statistics
+        (Architecture("deep_linear", d_in=4, depth=3), "exp", True, Ensemble),  # linear chain, margins
+        (Architecture("mlp", d_in=4, depth=3, width=6, activation="relu"), "logistic", True, Ensemble),  # chain
+        (Architecture("mlp", d_in=4, depth=3, width=6, activation="gelu"), "square", False, _Subclassed),  # autograd
+    ],
+)
+def test_probes_see_the_training_loss_the_step_computed(arch, loss_name, labels, cls):
+    """ctx.training_loss is L(θ) at the probed weights, equal to a fresh forward pass to 1e-12
+    (float64), on every gradient path; None at the last step (no gradient taken there)."""
+    X, y = _data(labels=labels)
+    model = cls.create(arch, [0.25, 0.35], [0, 1], dtype=F64)
+    seen = {}
+
+    def probe(ctx):
+        fresh = loss(ctx.loss, ctx.model(ctx.X), ctx.y, ctx.reduction)
+        seen[ctx.step] = None if ctx.training_loss is None else (ctx.training_loss.clone(), fresh)
+        return {"loss": fresh}
+
+    gradient_descent(model, loss_name, X, y, lr=0.01, num_steps=6, probe_steps=range(7), probes=(probe,))
+    assert seen[6] is None
+    assert all(torch.isfinite(seen[s][1]).all() for s in range(6))
+    for step in range(6):
+        got, fresh = seen[step]
+        assert got.shape == (2,) and not got.requires_grad
+        torch.testing.assert_close(got, fresh, rtol=1e-12, atol=0)
+    # consecutive steps differ: the loss seen is the step's own, not a stale one
+    assert not torch.equal(seen[0][0], seen[5][0])
+
+
+def test_training_loss_is_withheld_for_sgd_and_normalized_gd():
+    """Mini-batch objectives and normalized GD's log loss are not L(θ): probes get None."""
+    X, y = _data(labels=True)
+    arch = Architecture("mlp", d_in=4, depth=2, width=5, activation="relu")
+    for kwargs in ({"batch_size": 5}, {"normalized": True}):
+        model = Ensemble.create(arch, [1.0], [0], dtype=F64)
+        seen = []
+        gradient_descent(model, "logistic", X, y, lr=0.05, num_steps=3, probe_steps=range(4),
+                         probes=(lambda ctx: (seen.append(ctx.training_loss), {})[1],), **kwargs)
+        assert seen == [None] * 4

@@ -149,7 +149,9 @@ class EpsilonCapture:
 
     @torch.no_grad()
     def __call__(self, ctx: ProbeContext) -> dict[str, torch.Tensor]:
-        current = loss_value(ctx.loss, ctx.model(ctx.X), ctx.y, ctx.reduction)  # (R,)
+        current = ctx.training_loss  # the step's gradient already evaluated L(θ) (full batch)
+        if current is None:  # the last step, or a caller's loop without it
+            current = loss_value(ctx.loss, ctx.model(ctx.X), ctx.y, ctx.reduction)  # (R,)
         step = self.offset + ctx.step
         value = current.detach().to("cpu", torch.float64)
         armed = self.armed_from <= step
