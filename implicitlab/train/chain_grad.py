@@ -27,7 +27,9 @@ forward, 4–5 backward: vectorised erf and exp), where the ten simple passes we
 products (≈ 0.5 ms per 1,000-run product in the pipeline, memory-bound), 2/3 GELU kernels. What the
 fused kernels buy is half the activation memory (Z and σ(Z) per hidden layer instead of four
 buffers) and the very kernels autograd calls. Going faster needs the product and the activation
-fused into one pass over the data (a compiled kernel), which PyTorch's eager ops do not offer. ∂L/∂F is the
+fused into one pass over the data (a compiled kernel), which PyTorch's eager ops do not offer: that is
+:mod:`.fused_chain` (a C kernel built on first use), which :func:`chain_gradients` takes for small CPU
+chains with a shared batch (85.5k run·steps/s on the setting above, loaded machine). ∂L/∂F is the
 loss's own derivative (:func:`implicitlab.train.linear_grad.dloss_doutputs`: square, exp, logistic
 written out, in the log domain for normalized GD; cross-entropy by autograd on the outputs only).
 
@@ -45,6 +47,7 @@ from __future__ import annotations
 import torch
 
 from ..models.architecture import DIFFERENTIABLE, activate_into, activate_with_derivatives, activation_backward
+from . import fused_chain
 from .linear_grad import dloss_doutputs
 
 
@@ -153,8 +156,13 @@ def chain_gradients(
     eps: float = 0.1,
     *,
     workspace: ChainWorkspace | None = None,
+    kernel: bool = True,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Per-run objective ``(R,)`` (L, or log L when ``normalized``) and gradients ``[(R, out_k, in_k)]``.
+
+    Small CPU chains with a shared batch take the compiled kernel of :mod:`.fused_chain` (forward,
+    loss and backward fused per run) where :func:`.fused_chain.supports` says so and ``kernel`` is
+    True; everything else the batched PyTorch pass below. Both give the same numbers to rounding.
 
     Args:
         weights: ``[(R, out_k, in_k)]``, first layer first; any width per layer.
@@ -166,9 +174,13 @@ def chain_gradients(
             the last); eps: the smooth ReLU's ε.
         workspace: reuse buffers across calls (the returned gradients are then overwritten by the
             next call); None allocates fresh ones.
+        kernel: allow the compiled kernel (False: always the batched PyTorch pass).
     """
     _check(weights, head, X, activation)
     ws = workspace if workspace is not None else ChainWorkspace()
+    if kernel and fused_chain.supports(weights, head, X, loss_name, reduction, normalized, activation):
+        out = [ws.get(f"g{k}", tuple(W.shape), W) for k, W in enumerate(weights)]
+        return fused_chain.chain_step(weights, X, y, loss_name, reduction, activation, eps, grads=out)
     R = weights[0].shape[0]
     n = X.shape[-2]
     L = len(weights)

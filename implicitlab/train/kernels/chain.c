@@ -1,0 +1,65 @@
+/* Fused forward and backward passes of bias-free chains with an elementwise activation, one run
+ * at a time (implicitlab.train.fused_chain builds and calls this; the maths is in chain_body.h). */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#ifdef IMPLICITLAB_MVEC /* glibc ≥ 2.35 on x86_64: vector variants of these functions in libmvec */
+#pragma omp declare simd notinbranch
+extern double erfc(double);
+#pragma omp declare simd notinbranch
+extern double exp(double);
+#pragma omp declare simd notinbranch
+extern double tanh(double);
+#pragma omp declare simd notinbranch
+extern double log1p(double);
+#pragma omp declare simd notinbranch
+extern float erfcf(float);
+#pragma omp declare simd notinbranch
+extern float expf(float);
+#pragma omp declare simd notinbranch
+extern float tanhf(float);
+#pragma omp declare simd notinbranch
+extern float log1pf(float);
+#endif
+
+#define ACT_NONE 0
+#define ACT_RELU 1
+#define ACT_GELU 2
+#define ACT_SMOOTH_RELU 3
+#define ACT_TANH 4
+#define LOSS_SQUARE 0
+#define LOSS_EXP 1
+#define LOSS_LOGISTIC 2
+#define LOSS_CE 3
+#define INV_SQRT_2PI 0.39894228040143267793994605993438
+
+int implicitlab_kernel_version(void) { return 1; }
+
+#define REAL double
+#define FN(name) name##_f64
+#define ERFC erfc
+#define EXP exp
+#define TANH tanh
+#define LOG1P log1p
+#define LOG log
+#define FABS fabs
+#include "chain_body.h"
+#undef REAL
+#undef FN
+#undef ERFC
+#undef EXP
+#undef TANH
+#undef LOG1P
+#undef LOG
+#undef FABS
+
+#define REAL float
+#define FN(name) name##_f32
+#define ERFC erfcf
+#define EXP expf
+#define TANH tanhf
+#define LOG1P log1pf
+#define LOG logf
+#define FABS fabsf
+#include "chain_body.h"
