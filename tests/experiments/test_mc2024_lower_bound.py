@@ -101,6 +101,26 @@ def test_the_constrained_search_descends_and_stays_on_the_minimizers(net):
     assert float(torch.linalg.vector_norm(net.end_to_end(theta) - net.w_star)) <= 1e-14
 
 
+def test_the_batched_search_is_each_start_searched_alone(net):
+    """run() searches all starts of a depth at once: each start's path, end point and residual must be
+    those of :func:`descend` on that start alone (to the eigen-solver's tolerance), for both searches."""
+    g = torch.Generator().manual_seed(6)
+    raw = 0.5 * torch.randn(3, net.dim, generator=g, dtype=torch.float64)
+    theta0 = net.retract_batched(raw)
+    for b in range(3):
+        alone = net.retract(raw[b])
+        torch.testing.assert_close(theta0[b], alone, rtol=0, atol=1e-13)
+    for constrained in (True, False):
+        thetas, paths, res = lb.descend_batched(net, theta0, steps=12, step0=0.01, tol=1e-10, constrained=constrained)
+        assert paths.shape == (3, 13)
+        for b in range(3):
+            theta, path, r = lb.descend(net, theta0[b], steps=12, step0=0.01, tol=1e-10, constrained=constrained)
+            assert paths[b] == pytest.approx(np.asarray(path), rel=1e-9)
+            torch.testing.assert_close(thetas[b], theta, rtol=1e-7, atol=1e-9)
+            assert float(res[b]) <= 1e-10 * path[-1] and r <= 1e-10 * path[-1]
+        assert not np.allclose(paths[0], paths[1])  # the starts differ: a mix-up would show
+
+
 # ------------------------------------------------------------------------ tiny preset, claims
 
 

@@ -20,6 +20,11 @@ projected (Riemannian) gradient descent:
   g_T = g − Jᵀ(JJᵀ)⁻¹Jg, and θ − α g_T is pulled back to 𝓜 by Gauss–Newton steps
   θ ← θ − Jᵀ(JJᵀ)⁻¹(p(θ) − w*) (the minimum-norm correction; quadratic convergence) until
   ‖p − w*‖ ≤ 1e-14. A step is kept if S decreased (then α ← 1.5α), else α ← α/2.
+- All starts of a depth are searched at once (:func:`descend_batched`): each keeps its own α and
+  its own decisions, the sharpness of all candidates is one batched Lanczos
+  (:func:`~implicitlab.diagnostics.ensemble_sharpness` on the starts as an ensemble), the gradients,
+  projections and retractions are vmapped. A test holds every start's path to :func:`descend` on that
+  start alone (1e-9 relative); the quick preset's L = 3 search took 5× less CPU than one start at a time.
 
 The issue's alternative (penalised descent on S + μ(R − R_min)) ends off 𝓜 by O(1/μ); the
 retraction keeps every iterate on 𝓜 to rounding, so the only tolerances are the eigen-solver's and
@@ -56,7 +61,8 @@ import torch
 from torch import Tensor, nn
 
 from ...config import dtype_of, require, require_positive
-from ...diagnostics import SharpnessTracker
+from ...diagnostics import SharpnessTracker, ensemble_sharpness
+from ...models import Architecture, Ensemble
 from ...references.deep_linear import (deep_linear_minimizer_sharpness, deep_linear_sharpness_bound,
                                        rank_one_aligned_minimizer, rank_one_aligned_sharpness)
 from ...seeds import derive_seed
@@ -223,6 +229,47 @@ class FlatDeepLinear:
             theta = theta - J.T @ torch.linalg.solve(J @ J.T, err)
         return theta
 
+    # -- the same pieces for B starts at once: θ ``(B, D)`` (the search runs all starts of a depth together)
+
+    def ensemble(self, thetas: Tensor) -> Ensemble:
+        """The B nets as one :class:`~implicitlab.models.Ensemble` (same flat layout: W_1 first, row-major)."""
+        B = thetas.shape[0]
+        layers = [t.reshape(B, *s) for t, s in zip(torch.split(thetas.detach(), self.sizes, dim=1), self.shapes)]
+        arch = Architecture("deep_linear", d_in=self.X.shape[1], depth=self.depth)
+        return Ensemble(arch, layers)
+
+    def sharpness_batched(self, thetas: Tensor, tol: float, v0: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """(θ_R ``(B,)``, v ``(B, D)``, r ``(B,)``): every start's certified top eigenpair of ∇²R, by the
+        batched Lanczos of :func:`~implicitlab.diagnostics.ensemble_sharpness` (explicit residuals,
+        stopping at relative residual ``tol``), warm-started from ``v0`` when given."""
+        res = ensemble_sharpness(self.ensemble(thetas), "square", self.X, self.y, tol=tol, v0=v0,
+                                 criterion="residual", explicit_residuals=True)
+        return res.values[:, 0].to(thetas.dtype), res.vectors[:, :, 0].to(thetas.dtype), res.residuals[:, 0].to(thetas.dtype)
+
+    def sharpness_gradient_batched(self, thetas: Tensor, v: Tensor) -> Tensor:
+        """:meth:`sharpness_gradient` of every start ``(B, D)`` (vmap of the same backward pass)."""
+        return torch.func.vmap(torch.func.grad(self.curvature_along))(thetas.detach(), v.detach())
+
+    def tangent_batched(self, thetas: Tensor, g: Tensor) -> Tensor:
+        """:meth:`tangent` of every start ``(B, D)``."""
+        J = torch.func.vmap(self.jacobian)(thetas)  # (B, d, D)
+        Jg = (J @ g.unsqueeze(-1))  # (B, d, 1)
+        return g - (J.transpose(1, 2) @ torch.linalg.solve(J @ J.transpose(1, 2), Jg)).squeeze(-1)
+
+    def retract_batched(self, thetas: Tensor, max_iter: int = 60) -> Tensor:
+        """:meth:`retract` of every start: a start stops being updated once ‖p − w*‖ ≤ 1e-14, as alone."""
+        thetas = thetas.clone()
+        e2e = torch.func.vmap(self.end_to_end)
+        for _ in range(max_iter):
+            err = e2e(thetas) - self.w_star  # (B, d)
+            active = torch.linalg.vector_norm(err, dim=1) > 1e-14
+            if not bool(active.any()):
+                break
+            t, e = thetas[active], err[active]
+            J = torch.func.vmap(self.jacobian)(t)
+            thetas[active] = t - (J.transpose(1, 2) @ torch.linalg.solve(J @ J.transpose(1, 2), e.unsqueeze(-1))).squeeze(-1)
+        return thetas
+
 
 def descend(net: FlatDeepLinear, theta: Tensor, *, steps: int, step0: float, tol: float,
             constrained: bool) -> tuple[Tensor, list[float], float]:
@@ -252,6 +299,36 @@ def descend(net: FlatDeepLinear, theta: Tensor, *, steps: int, step0: float, tol
     return theta, path, r
 
 
+def descend_batched(net: FlatDeepLinear, thetas: Tensor, *, steps: int, step0: float, tol: float,
+                    constrained: bool) -> tuple[Tensor, np.ndarray, Tensor]:
+    """:func:`descend` for B starts at once, each with its own step α and its own keep/reject decisions.
+
+    Every tried step measures all B candidates with one batched Lanczos warm-started from the vectors
+    of the previous measurement (as :func:`descend`'s tracker does for one start). Returns the last kept
+    θ ``(B, D)``, the kept S after every tried step ``(B, steps + 1)`` and the residuals ``(B,)`` there.
+    """
+    s, v, r = net.sharpness_batched(thetas, tol, None)
+    alpha = step0 / s.clamp_min(1e-12)
+    last_v = v
+    path = [s.clone()]
+    for _ in range(steps):
+        g = net.sharpness_gradient_batched(thetas, v)
+        if constrained:
+            g = net.tangent_batched(thetas, g)
+        candidate = thetas - alpha.unsqueeze(1) * g
+        if constrained:
+            candidate = net.retract_batched(candidate)
+        s_new, v_new, r_new = net.sharpness_batched(candidate, tol, last_v)
+        last_v = v_new
+        keep = torch.isfinite(s_new) & (s_new < s)
+        thetas = torch.where(keep.unsqueeze(1), candidate, thetas)
+        v = torch.where(keep.unsqueeze(1), v_new, v)
+        s, r = torch.where(keep, s_new, s), torch.where(keep, r_new, r)
+        alpha = torch.where(keep, 1.5 * alpha, 0.5 * alpha)
+        path.append(s.clone())
+    return thetas, torch.stack(path, dim=1).cpu().numpy(), r
+
+
 # ------------------------------------------------------------------------------------ run
 
 
@@ -278,26 +355,28 @@ def run(cfg: LowerBoundConfig, *, device: torch.device = torch.device("cpu"), pr
         base = {"depth": L, "s_min": ref.s_min, "a": ref.a, "lambda_max": ref.lambda_max}
         net = FlatDeepLinear(P.X, P.y, P.w_star, L)
         s_r1_closed = rank_one_aligned_sharpness(P.X.cpu(), P.y.cpu(), L)
-        for start in range(cfg.starts):
-            gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "start", L, start))
-            raw = (cfg.start_scale * torch.randn(net.dim, generator=gen, dtype=dtype)).to(device)
-            for part, constrained, steps in (("search", True, cfg.search_steps),
-                                             ("control", False, cfg.control_steps)):
-                theta0 = net.retract(raw)  # the same minimizer starts both searches
-                theta, path, r = descend(net, theta0, steps=steps, step0=cfg.step0, tol=cfg.sharpness_tol,
-                                            constrained=constrained)
+        raw = torch.stack([
+            cfg.start_scale * torch.randn(net.dim, generator=torch.Generator().manual_seed(
+                derive_seed(cfg.seed, "start", L, start)), dtype=dtype)
+            for start in range(cfg.starts)]).to(device)
+        theta0 = net.retract_batched(raw)  # the same minimizers start both searches
+        for part, constrained, steps in (("search", True, cfg.search_steps), ("control", False, cfg.control_steps)):
+            thetas, paths, res = descend_batched(net, theta0, steps=steps, step0=cfg.step0, tol=cfg.sharpness_tol,
+                                                 constrained=constrained)
+            for start in range(cfg.starts):
+                theta, path, r = thetas[start], paths[start], float(res[start])
                 err = float(torch.linalg.vector_norm(net.end_to_end(theta) - P.w_star))
                 closed = deep_linear_minimizer_sharpness(net.layers(theta.cpu()), P.X.cpu())
                 excess = float(net.risk(theta)) - min_loss(P)
                 for step, s in enumerate(path):
                     last = step == len(path) - 1
-                    rows.append({**base, "part": part, "start": start, "step": step, "sharpness": s,
+                    rows.append({**base, "part": part, "start": start, "step": step, "sharpness": float(s),
                                  "residual": r if last else np.nan, "e2e_error": err if last else np.nan,
                                  "loss_excess": excess if last else np.nan,
                                  "closed_form": closed if last else np.nan, "s_rank_one": s_r1_closed})
-                done += 1
-                if progress:
-                    progress(done / total)
+            done += cfg.starts
+            if progress:
+                progress(done / total)
         # the balanced rank-one aligned minimizer on the eigenvector draw (w* = u_top)
         r_ref = deep_linear_sharpness_bound(P.X.cpu(), y_eigen.cpu(), L)
         w_eig = r_ref.w_star.to(device=device, dtype=dtype)
