@@ -16,9 +16,12 @@ measured in this process, after a warm-up, and the final losses are compared so 
 - ``implicitlab``: all runs as one :class:`~implicitlab.models.Ensemble` trained by
   :func:`implicitlab.train.gradient_descent` (written-out backward pass: linear chains by
   :mod:`~implicitlab.train.linear_grad` with the square-loss sufficient statistics, GELU chains by
-  :mod:`~implicitlab.train.chain_grad`: one fused ATen kernel each way per hidden layer,
-  ``aten.gelu`` forward and ``aten.gelu_backward`` backward — the kernels autograd calls, so its
-  trajectories equal autograd's to the last bit here).
+  the compiled kernel of :mod:`~implicitlab.train.fused_chain`: forward, loss and backward fused per
+  run, GELU and its derivative from one erfc and one exp, vectorised by libmvec);
+- ``implicitlab, batched PyTorch pass`` (GELU only): the same with the kernel switched off, i.e.
+  :mod:`~implicitlab.train.chain_grad`'s batched ops (one ``bmm`` and one fused ATen kernel,
+  ``aten.gelu`` / ``aten.gelu_backward``, per layer and direction) — what a machine without a C
+  compiler runs, and what the kernel is measured against.
 
 FLOP rate: the matrix products of one data-pass GD step, 2n·Σ_k out_k·in_k for the forward pass, as
 much for the weight gradients and as much less the first layer's for the backward products
@@ -49,7 +52,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_
 import torch  # noqa: E402
 
 from implicitlab.models import Architecture, Ensemble, LayeredNet, activate  # noqa: E402
-from implicitlab.train import gradient_descent  # noqa: E402
+from implicitlab.train import fused_chain, gradient_descent  # noqa: E402
 
 N, D, L, LR = 50, 5, 10, 0.01
 SCALES = {"none": 0.3, "gelu": 0.5}  # init scale: issue #3's for the linear net, mc2024-gelu's range for GELU
@@ -164,9 +167,15 @@ def jax_arm(arch, weights, X, y, steps):
     return go, lambda out: torch.from_numpy(jax.device_get(final(out)).copy())
 
 
-def implicitlab_arm(arch, weights, X, y, steps):
+def implicitlab_arm(arch, weights, X, y, steps, kernel=True):
     ens = Ensemble(arch, weights)
-    gradient_descent(ens, "square", X, y, lr=LR, num_steps=steps, probe_steps=[])
+    supports = fused_chain.supports
+    if not kernel:  # the batched PyTorch pass (what runs where the kernel cannot be built)
+        fused_chain.supports = lambda *args, **kwargs: False
+    try:
+        gradient_descent(ens, "square", X, y, lr=LR, num_steps=steps, probe_steps=[])
+    finally:
+        fused_chain.supports = supports
     with torch.no_grad():
         return mse(ens(X), y)
 
@@ -197,6 +206,9 @@ def bench(arch, X, y, args, peak, have_jax):
         go, final = jax_arm(arch, weights, X, y, steps)
         wall, cpu, out = timed(go, args.repeats)
         rows.append(("JAX jit(vmap), fori_loop", R, R * steps / wall, R * steps / cpu, final(out)))
+    if arch.activation != "none":
+        wall, cpu, out = timed(lambda: implicitlab_arm(arch, weights, X, y, steps, kernel=False), args.repeats)
+        rows.append(("implicitlab, batched PyTorch", R, R * steps / wall, R * steps / cpu, out))
     wall, cpu, ens_final = timed(lambda: implicitlab_arm(arch, weights, X, y, steps), args.repeats)
     rows.append(("implicitlab ensemble", R, R * steps / wall, R * steps / cpu, ens_final))
 
@@ -205,6 +217,13 @@ def bench(arch, X, y, args, peak, have_jax):
           f"{flops / 1e3:.1f} kFLOP per run·step (matrix products)")
     print(f"{'arm':28s} {'runs':>5s} {'run·steps/s (wall)':>19s} {'(cpu)':>10s} {'ensemble ×':>10s} "
           f"{'% peak':>7s} {'max rel. Δ final loss':>22s}")
+    if arch.activation != "none" and fused_chain.status().startswith("compiled"):
+        # the elementwise floor: σ and σ′ of one run·step's pre-activations ((L−1)·d·n entries), in cache
+        z = 0.5 * torch.randn((L - 1) * D * N, dtype=torch.float64)
+        floor = fused_chain.activation_seconds(arch.activation, z)
+        print(f"floor: the kernel's {arch.activation} and derivative alone take {floor * 1e6:.2f} µs per run·step "
+              f"({floor / z.numel() * 1e9:.2f} ns per entry): even with free matrix products at most "
+              f"{1 / floor:,.0f} run·steps/s = {100 * flops / floor / 1e9 / peak:.1f}% of peak")
     ens_rate = rows[-1][3]
     for name, runs, rate_wall, rate_cpu, final in rows:
         ref = ens_final[: len(final)]
@@ -241,6 +260,7 @@ def main() -> None:
     print(f"torch {torch.__version__}{jax_version}; one thread; float64 peak of this core: {peak:.1f} GFLOP/s CPU "
           f"time ({peak_wall:.1f} wall; best of five 2048² GEMMs, measured now); rates are medians of "
           f"{args.repeats}; '% peak' and 'ensemble ×' from the CPU-time rates")
+    print(f"chain kernel: {fused_chain.status()}")
     for act in ("none", "gelu"):
         if args.only is not None and (act == "gelu") != (args.only == "gelu"):
             continue

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["MAX_WIDTH", "chain_step", "status", "supports"]
+__all__ = ["MAX_WIDTH", "activation_seconds", "chain_step", "status", "supports"]
 
 MAX_WIDTH = 16
 """Widest layer (inputs included) the kernel is used for. Measured (CPU time, one thread, GELU,
@@ -145,6 +145,27 @@ def _load() -> ctypes.CDLL | None:
         return lib
     _status = "kernel not built (" + "; ".join(reasons) + "): the batched PyTorch path is used"
     return None
+
+
+def activation_seconds(activation: str, z: torch.Tensor, iterations: int = 1000) -> float:
+    """CPU seconds per pass of the kernel's σ-and-σ′ loop over the float64 entries ``z`` (a copy into a
+    scratch buffer included; ``iterations`` passes timed together): the elementwise floor of a step, for
+    the benchmark. Raises if the kernel is unavailable."""
+    import time
+
+    lib = _load()
+    if lib is None:
+        raise RuntimeError(f"the fused chain kernel is unavailable: {_status}")
+    z = z.detach().to(torch.float64).contiguous().reshape(-1)
+    a, s = torch.empty_like(z), torch.empty_like(z)
+    fn = lib.activation_pass_f64
+    fn.restype = None
+    fn.argtypes = [ctypes.c_int, ctypes.c_double, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                   ctypes.c_void_p, ctypes.c_int64]
+    fn(_ACT[activation], 0.1, z.numel(), _ptr(z), _ptr(a), _ptr(s), 10)  # warm-up
+    t0 = time.process_time()
+    fn(_ACT[activation], 0.1, z.numel(), _ptr(z), _ptr(a), _ptr(s), iterations)
+    return (time.process_time() - t0) / iterations
 
 
 def status() -> str:

@@ -190,3 +190,10 @@ def test_a_fresh_process_builds_into_its_cache_or_stays_off(tmp_path, env, expec
     assert out.stdout.startswith(expect), out.stdout
     built = list((tmp_path / "cache").glob("chain-*.so")) if (tmp_path / "cache").exists() else []
     assert len(built) == (1 if expect == "compiled kernel" else 0)
+
+
+@needs_kernel
+def test_activation_floor_is_timed_for_the_benchmark():
+    z = torch.randn(500, dtype=F64)
+    gelu, relu = fused_chain.activation_seconds("gelu", z, 200), fused_chain.activation_seconds("relu", z, 200)
+    assert 0 < relu and 0 < gelu < 1e-3  # seconds per pass over 500 entries
