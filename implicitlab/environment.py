@@ -25,13 +25,15 @@ def _git(*args: str) -> str | None:
 
 
 def code_fingerprint(package: Path | None = None) -> str:
-    """SHA-256 (first 16 hex digits) of the package's Python sources (paths and bytes): changes with
-    any code change, committed or not, so a stored run can be matched to the code that made it."""
+    """SHA-256 (first 16 hex digits) of the package's sources — Python and the C kernel's ``.c``/``.h``
+    (paths and bytes): changes with any code change, committed or not, so a stored run can be matched
+    to the code that made it."""
     import hashlib
 
     package = Path(__file__).resolve().parent if package is None else Path(package)
     digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
+    sources = [p for pattern in ("*.py", "*.c", "*.h") for p in package.rglob(pattern)]
+    for path in sorted(sources):
         digest.update(str(path.relative_to(package)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

@@ -26,6 +26,7 @@ from .environment import code_fingerprint, environment
 from .experiments import Claim, Experiment, get
 from .experiments import Progress
 from .plots import save
+from .train import fused_chain
 from .sweep.store import Store, store_path
 
 
@@ -66,7 +67,7 @@ def run_experiment(
     """Execute ``exp`` on ``cfg`` and persist everything (see module docstring; a view runs or
     reuses its source first)."""
     store = store or Store(store_path(out))
-    env = environment(device)
+    env = {**environment(device), "chain_kernel": fused_chain.status()}  # which path small chains took
     cfg_dict = config_to_dict(cfg)
     h = config_hash(cfg)
     source, source_table = None, None

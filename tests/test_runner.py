@@ -61,6 +61,9 @@ def test_files_written_hold_the_run(demo_run):
     assert config["config_hash"] == config_hash(cfg)
     assert config["wall_time_s"] == outcome.wall_time_s
     assert config["environment"]["torch"] == torch.__version__ and config["environment"]["device"] == "cpu"
+    from implicitlab.train import fused_chain
+
+    assert config["environment"]["chain_kernel"] == fused_chain.status()  # which path small chains took
 
     # CSV floats are written as repr and read back (pandas ≥ 3 parses round-trip) as the same doubles
     table = pd.read_csv(folder / "table.csv")

@@ -84,6 +84,12 @@ def test_code_fingerprint_follows_the_sources(tmp_path):
     assert edited != before
     (tmp_path / "sub" / "b.py").rename(tmp_path / "sub" / "c.py")  # same bytes, another module
     assert code_fingerprint(tmp_path) != edited
+    renamed = code_fingerprint(tmp_path)
+    (tmp_path / "sub" / "kernel.c").write_text("int f(void) { return 1; }\n")  # the C kernel's sources count too
+    with_c = code_fingerprint(tmp_path)
+    assert with_c != renamed
+    (tmp_path / "sub" / "kernel.c").write_text("int f(void) { return 2; }\n")
+    assert code_fingerprint(tmp_path) != with_c
     assert environment()["code_fingerprint"] == code_fingerprint()
 
 

@@ -44,6 +44,7 @@ import torch
 from ..config import ConfigError
 from ..environment import environment
 from ..experiments import Experiment
+from ..train import fused_chain
 
 BACKENDS = ("local", "process", "ray")
 
@@ -82,7 +83,7 @@ def failed_results(task: Task, error: str, env: dict | None = None, wall: float 
 def _environment(device: str, threads: int) -> dict:
     # Once per process: the code a process runs is the code it imported, and asking git costs
     # two subprocesses (~10 ms) — more than a tiny run.
-    return environment(device)
+    return {**environment(device), "chain_kernel": fused_chain.status()}  # which path small chains took
 
 
 def execute_task(task: Task, progress: Callable[[float], None] | None = None) -> list[PointResult]:
