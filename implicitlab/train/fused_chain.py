@@ -195,22 +195,12 @@ def _ptr(t: torch.Tensor) -> int:
     return t.data_ptr()
 
 
-def chain_step(weights: list[torch.Tensor], X: torch.Tensor, y: torch.Tensor, loss_name: str, reduction: str,
-               activation: str, eps: float, grads: list[torch.Tensor] | None = None
-               ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Per-run objective ``(R,)`` and gradients ``[(R, out_k, in_k)]`` (written into ``grads`` if given).
+_prepared: tuple | None = None  # (key, prepared arrays, tensors they point into) of the last call
 
-    Call only where :func:`supports` is True. ``y`` as :func:`implicitlab.losses.loss` reads it for a
-    shared batch: ``(n,)`` or ``(n, d_out)`` targets (square), ``(n,)`` ±1 labels (exp, logistic),
-    ``(n,)`` class indices (ce)."""
-    lib = _load()
-    if lib is None:
-        raise RuntimeError(f"the fused chain kernel is unavailable: {_status}")
-    R, n = weights[0].shape[0], X.shape[0]
-    dtype = X.dtype
-    Ws = [W.detach().contiguous() for W in weights]
-    if grads is None:
-        grads = [torch.empty_like(W) for W in Ws]
+
+def _prepare(Ws, grads, X, y, loss_name):
+    """XT, dims, pointer tables and the checked targets/labels of one call (see :func:`chain_step`)."""
+    n, dtype = X.shape[0], X.dtype
     XT = X.detach().t().contiguous()
     dims = torch.tensor([Ws[0].shape[2]] + [W.shape[1] for W in Ws], dtype=torch.int64)
     w_ptrs = (ctypes.c_void_p * len(Ws))(*[_ptr(W) for W in Ws])
@@ -227,6 +217,33 @@ def chain_step(weights: list[torch.Tensor], X: torch.Tensor, y: torch.Tensor, lo
         ok = target.shape in ((n,), (n, 1)) if d_out == 1 else target.shape == (n, d_out)
         if not ok:
             raise ValueError(f"targets must be (n={n},) or (n, {d_out}) for {d_out} output(s), got {tuple(y.shape)}")
+    return XT, dims, w_ptrs, g_ptrs, target, label
+
+
+def chain_step(weights: list[torch.Tensor], X: torch.Tensor, y: torch.Tensor, loss_name: str, reduction: str,
+               activation: str, eps: float, grads: list[torch.Tensor] | None = None
+               ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Per-run objective ``(R,)`` and gradients ``[(R, out_k, in_k)]`` (written into ``grads`` if given).
+
+    Call only where :func:`supports` is True. ``y`` as :func:`implicitlab.losses.loss` reads it for a
+    shared batch: ``(n,)`` or ``(n, d_out)`` targets (square), ``(n,)`` ±1 labels (exp, logistic),
+    ``(n,)`` class indices (ce)."""
+    lib = _load()
+    if lib is None:
+        raise RuntimeError(f"the fused chain kernel is unavailable: {_status}")
+    R, n = weights[0].shape[0], X.shape[0]
+    dtype = X.dtype
+    Ws = [W.detach().contiguous() for W in weights]
+    if grads is None:
+        grads = [torch.empty_like(W) for W in Ws]
+    # A training loop calls with the same tensors every step (weights updated in place, gradients
+    # into the same buffers): the transposed data, checked targets and pointer tables are kept for it.
+    key = (tuple(_ptr(W) for W in Ws), tuple(_ptr(g) for g in grads), tuple(W.shape for W in Ws), dtype,
+           _ptr(X), X._version, tuple(X.shape), _ptr(y), y._version, tuple(y.shape), loss_name)
+    global _prepared
+    if _prepared is None or _prepared[0] != key:
+        _prepared = (key, _prepare(Ws, grads, X, y, loss_name), Ws, grads, X, y)  # the tensors kept alive
+    XT, dims, w_ptrs, g_ptrs, target, label = _prepared[1]
     obj = torch.empty(R, dtype=dtype)
     c = 1.0 / n if reduction == "mean" else 1.0
     fn = lib.chain_step_f64 if dtype == torch.float64 else lib.chain_step_f32

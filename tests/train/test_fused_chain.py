@@ -197,3 +197,23 @@ def test_activation_floor_is_timed_for_the_benchmark():
     z = torch.randn(500, dtype=F64)
     gelu, relu = fused_chain.activation_seconds("gelu", z, 200), fused_chain.activation_seconds("relu", z, 200)
     assert 0 < relu and 0 < gelu < 1e-3  # seconds per pass over 500 entries
+
+
+@needs_kernel
+def test_the_per_call_cache_follows_new_and_edited_data():
+    """chain_step keeps the last call's transposed data and pointer tables: a new X, an X edited in
+    place and new targets must each give the answer of a cold call."""
+    loss_name, W, X, y = _problem("square", F64)
+
+    def cold(X, y):
+        fused_chain._prepared = None
+        return fused_chain.chain_step(W, X, y, loss_name, "mean", "gelu", 0.1)[0].clone()
+
+    warm = lambda X, y: fused_chain.chain_step(W, X, y, loss_name, "mean", "gelu", 0.1)[0].clone()  # noqa: E731
+    first = warm(X, y)
+    X2 = X * 1.5
+    assert torch.equal(warm(X2, y), cold(X2, y)) and not torch.equal(cold(X2, y), first)
+    X.mul_(0.5)  # in place: same storage, new version
+    assert torch.equal(warm(X, y), cold(X, y))
+    y2 = y + 1.0
+    assert torch.equal(warm(X, y2), cold(X, y2))

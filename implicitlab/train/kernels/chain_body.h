@@ -50,29 +50,72 @@ static inline void FN(activate)(int act, REAL eps2, int64_t m, REAL* restrict a,
     }
 }
 
-/* Z (rows × n) = W (rows × cols) H (cols × n) */
+/* Z[:, t0:t0+B] = W H[:, t0:t0+B] for one block of B examples: the B sums accumulate in registers over
+ * the (short) inner dimension, one store per output instead of one load and store per term. */
+static inline void FN(mm_block)(int64_t cols, int64_t n, int64_t t0, const int B, const REAL* restrict w,
+                                const REAL* restrict H, REAL* restrict z) {
+    REAL acc[16];
+#pragma omp simd
+    for (int u = 0; u < B; u++) acc[u] = w[0] * H[t0 + u];
+    for (int64_t j = 1; j < cols; j++) {
+        const REAL wj = w[j];
+        const REAL* restrict h = H + j * n + t0;
+#pragma omp simd
+        for (int u = 0; u < B; u++) acc[u] += wj * h[u];
+    }
+#pragma omp simd
+    for (int u = 0; u < B; u++) z[t0 + u] = acc[u];
+}
+
+/* Z (rows × n) = W (rows × cols) H (cols × n): blocks of 16 examples, then of 8, then one at a time */
 static inline void FN(matmul)(int64_t rows, int64_t cols, int64_t n, const REAL* restrict W,
                               const REAL* restrict H, REAL* restrict Z) {
     for (int64_t i = 0; i < rows; i++) {
         REAL* restrict z = Z + i * n;
-        const REAL w0 = W[i * cols];
-#pragma omp simd
-        for (int64_t t = 0; t < n; t++) z[t] = w0 * H[t];
-        for (int64_t j = 1; j < cols; j++) {
-            const REAL w = W[i * cols + j];
-            const REAL* restrict h = H + j * n;
-#pragma omp simd
-            for (int64_t t = 0; t < n; t++) z[t] += w * h[t];
-        }
+        const REAL* restrict w = W + i * cols;
+        int64_t t = 0;
+        for (; t + 16 <= n; t += 16) FN(mm_block)(cols, n, t, 16, w, H, z);
+        for (; t + 8 <= n; t += 8) FN(mm_block)(cols, n, t, 8, w, H, z);
+        for (; t < n; t++) FN(mm_block)(cols, n, t, 1, w, H, z);
     }
 }
 
-/* G (rows × cols) = D (rows × n) Hᵀ (n × cols) */
+/* G (rows × cols) = D (rows × n) Hᵀ (n × cols): for each row of D, four columns of G at a time, each
+ * with 8 partial sums over the examples in registers (one load of D per block for four products),
+ * summed at the end; the examples past the last block of 8 one at a time. */
 static inline void FN(outer)(int64_t rows, int64_t cols, int64_t n, const REAL* restrict D,
                              const REAL* restrict H, REAL* restrict G) {
+    const int64_t nb = n - n % 8;
     for (int64_t i = 0; i < rows; i++) {
         const REAL* restrict d = D + i * n;
-        for (int64_t j = 0; j < cols; j++) {
+        int64_t j = 0;
+        for (; j + 4 <= cols; j += 4) {
+            const REAL* restrict h0 = H + j * n;
+            const REAL* restrict h1 = h0 + n;
+            const REAL* restrict h2 = h1 + n;
+            const REAL* restrict h3 = h2 + n;
+            REAL a0[8] = {0}, a1[8] = {0}, a2[8] = {0}, a3[8] = {0};
+            for (int64_t t0 = 0; t0 < nb; t0 += 8) {
+#pragma omp simd
+                for (int u = 0; u < 8; u++) {
+                    const REAL dv = d[t0 + u];
+                    a0[u] += dv * h0[t0 + u];
+                    a1[u] += dv * h1[t0 + u];
+                    a2[u] += dv * h2[t0 + u];
+                    a3[u] += dv * h3[t0 + u];
+                }
+            }
+            REAL s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+            for (int u = 0; u < 8; u++) { s0 += a0[u]; s1 += a1[u]; s2 += a2[u]; s3 += a3[u]; }
+            for (int64_t t = nb; t < n; t++) {
+                s0 += d[t] * h0[t]; s1 += d[t] * h1[t]; s2 += d[t] * h2[t]; s3 += d[t] * h3[t];
+            }
+            G[i * cols + j] = s0;
+            G[i * cols + j + 1] = s1;
+            G[i * cols + j + 2] = s2;
+            G[i * cols + j + 3] = s3;
+        }
+        for (; j < cols; j++) {
             const REAL* restrict h = H + j * n;
             REAL acc = 0;
 #pragma omp simd reduction(+ : acc)
@@ -82,23 +125,32 @@ static inline void FN(outer)(int64_t rows, int64_t cols, int64_t n, const REAL* 
     }
 }
 
-/* P (cols × n) = S ⊙ (Wᵀ D),  W (rows × cols), D (rows × n) */
+/* P (cols × n) = S ⊙ (Wᵀ D),  W (rows × cols), D (rows × n): Wᵀ gathered per column (at most 16 × 16
+ * entries), then the blocked product of matmul and the elementwise factor S */
 static inline void FN(back)(int64_t rows, int64_t cols, int64_t n, const REAL* restrict W,
                             const REAL* restrict D, const REAL* restrict S, REAL* restrict P) {
+    REAL wt[64];
     for (int64_t j = 0; j < cols; j++) {
         REAL* restrict p = P + j * n;
-        const REAL w0 = W[j];
-#pragma omp simd
-        for (int64_t t = 0; t < n; t++) p[t] = w0 * D[t];
-        for (int64_t i = 1; i < rows; i++) {
-            const REAL w = W[i * cols + j];
-            const REAL* restrict d = D + i * n;
-#pragma omp simd
-            for (int64_t t = 0; t < n; t++) p[t] += w * d[t];
-        }
         const REAL* restrict s = S + j * n;
+        const REAL* restrict w = wt;
+        if (rows <= 64) {
+            for (int64_t i = 0; i < rows; i++) wt[i] = W[i * cols + j];
+        }
+        int64_t t = 0;
+        if (rows <= 64) {
+            for (; t + 16 <= n; t += 16) FN(mm_block)(rows, n, t, 16, w, D, p);
+            for (; t + 8 <= n; t += 8) FN(mm_block)(rows, n, t, 8, w, D, p);
+            for (; t < n; t++) FN(mm_block)(rows, n, t, 1, w, D, p);
+        } else {
+            for (; t < n; t++) {
+                REAL acc = 0;
+                for (int64_t i = 0; i < rows; i++) acc += W[i * cols + j] * D[i * n + t];
+                p[t] = acc;
+            }
+        }
 #pragma omp simd
-        for (int64_t t = 0; t < n; t++) p[t] *= s[t];
+        for (int64_t u = 0; u < n; u++) p[u] *= s[u];
     }
 }
 
