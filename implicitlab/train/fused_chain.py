@@ -4,22 +4,25 @@ fused, one run at a time (issue #18).
 Why a kernel. :mod:`.chain_grad` writes the pass out with PyTorch's batched ops: one ``bmm`` and one
 fused activation kernel per layer and direction, over all runs at once. For the nets we sweep by the
 thousand (L = 10 layers of width 5, n = 50) every op is tiny, so a step is a chain of ~60 passes over
-memory-resident buffers, and ATen's float64 GELU kernels cost 3 ns (forward) and 8 ns (backward) per
-element. The C kernel in ``kernels/chain.c`` keeps one run's activations in a few KB of scratch from
-its forward pass to its last gradient, computes σ and σ′ together (GELU: one ``erfc`` and one ``exp``
-per element, vectorised through glibc's libmvec where available) and loops over the examples in every
-inner loop. The maths is that of :mod:`.chain_grad` (see its docstring); the loss derivatives are
-those of :func:`.linear_grad.dloss_doutputs` (square without ½, exp and logistic on ±1 labels with one
-output, the softmax cross-entropy), written out for the plain (not normalized) objective. GELU is
-evaluated as z·Φ(z) with Φ(z) = erfc(−z/√2)/2, which has no cancellation for z ≪ 0 (PyTorch's
-(1 + erf(z/√2))/2 loses relative accuracy there; both agree to rounding elsewhere).
+memory, and ATen's float64 GELU kernels cost 3 ns (forward) and 8 ns (backward) per element. The C
+kernel in ``kernels/chain.c`` puts runs into vector lanes — 8 runs per 512-bit vector in float64, 16
+in float32 — so every multiply-add acts on 8 (16) runs at once with full vectors whatever the widths
+and n, no sum crosses lanes, and a group's activations stay in the core's L2 cache from its forward
+pass to its last gradient; the products are register-blocked four ways; σ and σ′ are computed
+together (GELU: one ``erfc`` and one ``exp`` per element, vectorised through glibc's libmvec where
+available). A run's arithmetic does not depend on its group or lane, so run r's numbers are those of
+run r alone, bit for bit. The maths is that of :mod:`.chain_grad` (see its docstring); the loss
+derivatives are those of :func:`.linear_grad.dloss_doutputs` (square without ½, exp and logistic on ±1
+labels with one output, the softmax cross-entropy), written out for the plain (not normalized)
+objective. GELU is evaluated as z·Φ(z) with Φ(z) = erfc(−z/√2)/2, which has no cancellation for
+z ≪ 0 (PyTorch's (1 + erf(z/√2))/2 loses relative accuracy there; both agree to rounding elsewhere).
 
 What it covers (:func:`supports`): CPU tensors, float64 or float32, shared full-batch inputs X (n, d),
 no fixed head, activations none/relu/gelu/smooth_relu/tanh, losses square/exp/logistic/ce with
 ``mean`` or ``sum``, not normalized. Everything else — and any machine where the kernel cannot be
 built — takes :func:`.chain_grad.chain_gradients`, which gives the same numbers to rounding (the
-tests hold both, and autograd, to 1e-12 in float64). It is also only chosen for small layers
-(:data:`MAX_WIDTH`): for wide layers the per-run loops lose to the BLAS products of the batched path.
+tests hold both, and autograd, to 1e-12 in float64). It is also only chosen for layers up to :data:`MAX_WIDTH` wide whose
+working set fits :data:`MAX_SCRATCH`: beyond that the BLAS products of the batched path win.
 
 Building. The first call compiles ``kernels/chain.c`` with the system C compiler (``cc``, or ``$CC``)
 at ``-O3 -march=native`` into a cache folder (``$IMPLICITLAB_KERNEL_CACHE``, else
@@ -42,13 +45,20 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["MAX_WIDTH", "activation_seconds", "chain_step", "status", "supports"]
+__all__ = ["MAX_SCRATCH", "MAX_WIDTH", "activation_seconds", "chain_step", "scratch_bytes", "status", "supports"]
 
-MAX_WIDTH = 16
-"""Widest layer (inputs included) the kernel is used for. Measured (CPU time, one thread, GELU,
-square loss, float64, loaded 2-core machine): 2.55× the batched path at 1,000 runs of width 5 (n = 50),
-1.47× at 100 runs of 10→16→16→1 (n = 200), 0.86× at 100 runs of 20→32→32→1 (n = 500), where the
-batched BLAS products win: the kernel's loops are not blocked for wide layers."""
+MAX_WIDTH = 64
+"""Widest layer (inputs included) the kernel is used for."""
+MAX_SCRATCH = 8 << 20
+"""Largest per-group working set (:func:`scratch_bytes`: the interleaved activations, σ′ and backward
+buffers of one group of runs) the kernel is used for.
+
+Both limits are measured (CPU time, one thread, loaded 2-core AVX-512 machine with 4 MiB of L2 per
+core, kernel vs the batched PyTorch pass): 4.8× at 1,000 GELU runs of width 5 (n = 50, 0.3 MiB), 7.4×
+for ReLU; 2.2× at 100 runs of 10→16→16→1 (n = 200); 1.6× at 100 runs of 20→32→32→1 (n = 500,
+6.5 MiB); 1.4–1.8× at 8 runs of 49→32→32→10 with cross-entropy (n = 200, 3.4 MiB in float32); 1.0× at
+50 runs of 64→64→64→1 (n = 200, 5.5 MiB); 0.11× at 12 runs of 196→64→64→10 (n = 1,000, 52 MiB),
+where the batched BLAS products win by far."""
 
 _ACT = {"none": 0, "relu": 1, "gelu": 2, "smooth_relu": 3, "tanh": 4}
 _LOSS = {"square": 0, "exp": 1, "logistic": 2, "ce": 3}
@@ -184,11 +194,20 @@ def supports(weights: list[torch.Tensor], head, X: torch.Tensor, loss_name: str,
     if X.dtype not in (torch.float64, torch.float32):
         return False
     widths = [weights[0].shape[2]] + [W.shape[1] for W in weights]
-    if max(widths) > MAX_WIDTH:
+    if max(widths) > MAX_WIDTH or scratch_bytes(widths, X.shape[0], X.dtype) > MAX_SCRATCH:
         return False
     if loss_name in ("exp", "logistic") and weights[-1].shape[1] != 1:
         return False
     return _load() is not None
+
+
+def scratch_bytes(widths: list[int], n: int, dtype: torch.dtype) -> int:
+    """The kernel's working set for one group of runs (one vector of lanes: 8 in float64, 16 in float32):
+    the inputs, activations and σ′ of every hidden layer and two backward buffers, all interleaved."""
+    lanes = 8 if dtype == torch.float64 else 16
+    size = 8 if dtype == torch.float64 else 4
+    hidden = sum(widths[1:-1])
+    return (widths[0] + 2 * hidden + 2 * max(widths)) * n * lanes * size
 
 
 def _ptr(t: torch.Tensor) -> int:

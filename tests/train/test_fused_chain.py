@@ -217,3 +217,33 @@ def test_the_per_call_cache_follows_new_and_edited_data():
     assert torch.equal(warm(X, y), cold(X, y))
     y2 = y + 1.0
     assert torch.equal(warm(X, y2), cold(X, y2))
+
+
+@needs_kernel
+@pytest.mark.parametrize("R", [1, 7, 8, 9, 19])
+@pytest.mark.parametrize("dtype", [F64, F32])
+def test_groups_of_lanes_full_and_partial(R, dtype):
+    """Runs go 8 (float64) or 16 (float32) to a vector: full groups, a partial last group and a single
+    run all equal autograd on each run alone; each run equals itself computed alone, bit for bit."""
+    loss_name, W, X, y = _problem("ce", F64, R=R, n=13, widths=(4, 6))
+    W, X = [w.to(dtype) for w in W], X.to(dtype)
+    value, grads = fused_chain.chain_step(W, X, y, loss_name, "mean", "gelu", 0.1)
+    rtol = 1e-12 if dtype == F64 else 2e-5
+    for r in range(R):
+        ref_value, ref_grads = _autograd_run([w.double() for w in W], X.double(), y, loss_name, "mean", "gelu", r)
+        torch.testing.assert_close(value[r].double(), ref_value, rtol=rtol, atol=0)
+        for g, ref in zip(grads, ref_grads):
+            torch.testing.assert_close(g[r].double(), ref, rtol=rtol, atol=rtol * float(ref.abs().max()))
+    last = R - 1
+    alone_v, alone_g = fused_chain.chain_step([w[last:] for w in W], X, y, loss_name, "mean", "gelu", 0.1)
+    assert torch.equal(alone_v[0], value[last]) and all(torch.equal(a[0], g[last]) for a, g in zip(alone_g, grads))
+
+
+def test_a_working_set_beyond_the_cache_takes_the_batched_pass():
+    W = [torch.zeros(2, 32, 20, dtype=F64), torch.zeros(2, 1, 32, dtype=F64)]
+    small, big = torch.zeros(100, 20, dtype=F64), torch.zeros(20_000, 20, dtype=F64)
+    assert fused_chain.scratch_bytes([20, 32, 1], 100, F64) <= fused_chain.MAX_SCRATCH
+    assert fused_chain.scratch_bytes([20, 32, 1], 20_000, F64) > fused_chain.MAX_SCRATCH
+    assert not fused_chain.supports(W, None, big, "square", "mean", False, "gelu")
+    if HAVE_CC:
+        assert fused_chain.supports(W, None, small, "square", "mean", False, "gelu")

@@ -14,6 +14,8 @@ extern double tanh(double);
 #pragma omp declare simd notinbranch
 extern double log1p(double);
 #pragma omp declare simd notinbranch
+extern double log(double);
+#pragma omp declare simd notinbranch
 extern float erfcf(float);
 #pragma omp declare simd notinbranch
 extern float expf(float);
@@ -21,6 +23,8 @@ extern float expf(float);
 extern float tanhf(float);
 #pragma omp declare simd notinbranch
 extern float log1pf(float);
+#pragma omp declare simd notinbranch
+extern float logf(float);
 #endif
 
 #define ACT_NONE 0
@@ -34,9 +38,10 @@ extern float log1pf(float);
 #define LOSS_CE 3
 #define INV_SQRT_2PI 0.39894228040143267793994605993438
 
-int implicitlab_kernel_version(void) { return 1; }
+int implicitlab_kernel_version(void) { return 2; }
 
 #define REAL double
+#define V 8 /* runs per 512-bit vector */
 #define FN(name) name##_f64
 #define ERFC erfc
 #define EXP exp
@@ -46,6 +51,7 @@ int implicitlab_kernel_version(void) { return 1; }
 #define FABS fabs
 #include "chain_body.h"
 #undef REAL
+#undef V
 #undef FN
 #undef ERFC
 #undef EXP
@@ -55,6 +61,7 @@ int implicitlab_kernel_version(void) { return 1; }
 #undef FABS
 
 #define REAL float
+#define V 16
 #define FN(name) name##_f32
 #define ERFC erfcf
 #define EXP expf
