@@ -16,8 +16,8 @@ measured in this process, after a warm-up, and the final losses are compared so 
 - ``implicitlab``: all runs as one :class:`~implicitlab.models.Ensemble` trained by
   :func:`implicitlab.train.gradient_descent` (written-out backward pass: linear chains by
   :mod:`~implicitlab.train.linear_grad` with the square-loss sufficient statistics, GELU chains by
-  the compiled kernel of :mod:`~implicitlab.train.fused_chain`: forward, loss and backward fused per
-  run, GELU and its derivative from one erfc and one exp, vectorised by libmvec);
+  the compiled kernel of :mod:`~implicitlab.train.fused_chain`: forward, loss and backward fused, 8
+  runs per 512-bit vector, GELU and its derivative from one erfc and one exp, vectorised by libmvec);
 - ``implicitlab, batched PyTorch pass`` (GELU only): the same with the kernel switched off, i.e.
   :mod:`~implicitlab.train.chain_grad`'s batched ops (one ``bmm`` and one fused ATen kernel,
   ``aten.gelu`` / ``aten.gelu_backward``, per layer and direction) — what a machine without a C
@@ -32,8 +32,10 @@ the data), so its rate is an effective one. Elementwise work (GELU's erf and exp
 the machine of issue #18 (AVX-512, 1,000 runs) PyTorch's fused GELU kernels cost about 3 ns (forward)
 and 4–5 ns (backward) per element in float64, and a 1,000-run ``bmm`` of 5 × 5 by 5 × 50 about
 0.25 ms with its operands in cache (≈ 10 GFLOP/s, an eighth of the GEMM peak) and about 0.5 ms inside
-the training step (memory-bound), so this setting stays far from the peak: even with free elementwise
-work the products alone would cap the GELU ensemble near 12% of it.
+the training step (memory-bound). The kernel removes the products' overhead, but not the exact GELU:
+the script times the kernel's GELU-and-derivative pass alone (one erfc and one exp per entry, 2,250
+entries per run·step, in cache) and prints the rate it caps the ensemble at even with free matrix
+products — the "floor" line, about 15% of this core's peak.
 
 Usage: ``python benchmarks/ensemble.py [--runs 1000] [--steps 100] [--baseline-runs 10] [--repeats 3]``
 (wall and CPU time are both printed; on a shared machine the CPU time is the steadier of the two).
