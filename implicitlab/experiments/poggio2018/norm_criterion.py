@@ -521,6 +521,8 @@ def claims(table: pd.DataFrame) -> list[Claim]:
 
 
 def plot(table: pd.DataFrame):
+    from matplotlib.ticker import NullFormatter
+
     from ...plots import figure
 
     seed = int(table.seed.min())
@@ -537,6 +539,7 @@ def plot(table: pd.DataFrame):
                 ax.plot(s[x], s.test_error, marker, ms=4, color=f"C{i}", alpha=0.8,
                         label=f"{fr:.0%} random{', perturbed' if pert else ''}")
         ax.set(xlabel=title, ylabel="test error", xscale="log", title=f"{title} (seed {seed})")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # less than a decade wide: minor labels overlapped
     axes[0, 0].legend(fontsize=6)
     ax = axes[0, 2]
     ax.plot(m.norm_product.rank(), o.norm_product.reindex(m.index).rank(), "o", ms=4)
