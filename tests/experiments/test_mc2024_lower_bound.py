@@ -207,3 +207,14 @@ def test_threshold_table_has_sources():
     assert table
     for name, t in table.items():
         assert t.source.split(":")[0].split(",")[0] in ("paper", "exact", "ours"), (name, t.source)
+
+
+def test_end_point_certification_returns_lambda_max(net):
+    """certify_top (k = 2, fresh start) equals the explicit Hessian's top eigenvalue to 1e-10, start by start."""
+    g = torch.Generator().manual_seed(7)
+    thetas = net.retract_batched(0.5 * torch.randn(3, net.dim, generator=g, dtype=torch.float64))
+    values, residuals = net.certify_top(thetas, 1e-10)
+    for b in range(3):
+        exact = float(torch.linalg.eigvalsh(explicit_hessian(net, thetas[b]))[-1])
+        assert float(values[b]) == pytest.approx(exact, rel=1e-10)
+        assert float(residuals[b]) <= 1e-10 * exact
