@@ -148,10 +148,17 @@ def test_ctrl_c_shuts_local_ray_down(tmp_path):
             assert time.monotonic() < deadline, "Ray never ran a task"
             time.sleep(0.2)
         os.kill(proc.pid, signal.SIGINT)  # Ctrl-C
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # say what the sweep and its processes were doing, then fail
+            procs = _processes()
+            still = {p: procs.get(p, (0, ""))[1][:100] for p in _descendants(proc.pid)}
+            pytest.fail(f"the sweep did not exit within 60 s of Ctrl-C; its log:\n{log.read_text()}\n"
+                        f"its processes still running: {still}")
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait(timeout=30)  # reaped here, not left to warn from a later test
     assert proc.returncode != 0, log.read_text()
     deadline = time.monotonic() + 30
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
