@@ -1,5 +1,5 @@
 """A compiled kernel for the step of small elementwise-activation chains: forward, loss and backward
-fused, one run at a time (issue #18).
+fused, runs in vector lanes (issue #18).
 
 Why a kernel. :mod:`.chain_grad` writes the pass out with PyTorch's batched ops: one ``bmm`` and one
 fused activation kernel per layer and direction, over all runs at once. For the nets we sweep by the
@@ -21,8 +21,9 @@ What it covers (:func:`supports`): CPU tensors, float64 or float32, shared full-
 no fixed head, activations none/relu/gelu/smooth_relu/tanh, losses square/exp/logistic/ce with
 ``mean`` or ``sum``, not normalized. Everything else — and any machine where the kernel cannot be
 built — takes :func:`.chain_grad.chain_gradients`, which gives the same numbers to rounding (the
-tests hold both, and autograd, to 1e-12 in float64). It is also only chosen for layers up to :data:`MAX_WIDTH` wide whose
-working set fits :data:`MAX_SCRATCH`: beyond that the BLAS products of the batched path win.
+tests hold both, and autograd, to 1e-12 in float64). It is also only chosen for layers up to
+:data:`MAX_WIDTH` wide whose working set fits :data:`MAX_SCRATCH`: beyond that the BLAS products of
+the batched path win.
 
 Building. The first call compiles ``kernels/chain.c`` with the system C compiler (``cc``, or ``$CC``)
 at ``-O3 -march=native`` into a cache folder (``$IMPLICITLAB_KERNEL_CACHE``, else
