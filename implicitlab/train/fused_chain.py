@@ -247,7 +247,11 @@ def chain_step(weights: list[torch.Tensor], X: torch.Tensor, y: torch.Tensor, lo
 
     Call only where :func:`supports` is True. ``y`` as :func:`implicitlab.losses.loss` reads it for a
     shared batch: ``(n,)`` or ``(n, d_out)`` targets (square), ``(n,)`` ±1 labels (exp, logistic),
-    ``(n,)`` class indices (ce)."""
+    ``(n,)`` class indices (ce).
+
+    The transposed X, the checked targets and the pointer tables of the last call are reused while the
+    tensors' data pointers and version counters are unchanged (a training loop's case); an in-place
+    edit through PyTorch bumps the version and is seen, one made through a NumPy view of X or y is not."""
     lib = _load()
     if lib is None:
         raise RuntimeError(f"the fused chain kernel is unavailable: {_status}")
