@@ -10,9 +10,13 @@ gradients at once because the runs share no parameter.
 - **Linear networks** (any depth, no activation) use the closed-form backward pass of
   :mod:`implicitlab.train.linear_grad` instead of autograd.
 - **Nonlinear chains** (an elementwise activation between layers: GELU, ReLU, smooth ReLU) use the
-  written-out batched backward pass of :mod:`implicitlab.train.chain_grad` (pre-activations kept,
-  σ′ computed beside σ, buffers reused across steps). Autograd remains only for a subclass of
-  :class:`~implicitlab.models.Ensemble` that overrides ``forward``.
+  written-out backward pass of :mod:`implicitlab.train.chain_grad`: on the CPU with a shared batch
+  and small layers, the compiled kernel of :mod:`implicitlab.train.fused_chain` (runs in vector
+  lanes); otherwise the batched PyTorch pass (pre-activations kept, σ′ computed beside σ, buffers
+  reused across steps). Autograd remains only for a subclass of :class:`~implicitlab.models.Ensemble`
+  that overrides ``forward``.
+- **Probes** run after the step's gradient is computed, at the same weights, and may read the
+  full-batch loss it evaluated (``ProbeContext.training_loss``) instead of a forward pass of their own.
 - **Square loss on a linear network** (any depth, no activation): the loss depends on the data only
   through Σ = XᵀX/n, b = XᵀY/n and c = ‖Y‖²/n, R(P) = tr(PΣPᵀ) − 2 tr(Pb) + c with P the end-to-end
   matrix, so a full-batch step costs O(L d³) whatever n is. The probes still evaluate the loss from
