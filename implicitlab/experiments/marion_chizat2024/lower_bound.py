@@ -26,8 +26,9 @@ projected (Riemannian) gradient descent:
 - All starts of a depth are searched at once (:func:`descend_batched`): each keeps its own α and
   its own decisions, the sharpness of all candidates is one batched Lanczos
   (:func:`~implicitlab.diagnostics.ensemble_sharpness` on the starts as an ensemble), the gradients,
-  projections and retractions are vmapped. A test holds every start's path to :func:`descend` on that
-  start alone (1e-9 relative); the quick preset's L = 3 search took 5× less CPU than one start at a time.
+  projections and retractions are vmapped. A test holds every start's path to a one-at-a-time search on
+  that start alone, whose sharpness comes from :class:`~implicitlab.diagnostics.SharpnessTracker`
+  (1e-9 relative); the quick preset's L = 3 search took 5× less CPU than one start at a time.
 
 The issue's alternative (penalised descent on S + μ(R − R_min)) ends off 𝓜 by O(1/μ); the
 retraction keeps every iterate on 𝓜 to rounding, so the only tolerances are the eigen-solver's and
@@ -198,11 +199,10 @@ class FlatDeepLinear:
         """∇_θ[vᵀ∇²R(θ)v] for fixed v: the gradient of λ_max where it is simple (Hellmann–Feynman).
 
         One backward pass through :meth:`curvature_along` (the test holds it against the
-        ``torch.func`` third derivative grad(θ ↦ jvp(jvp(R))), which is ~50× slower on this net).
+        ``torch.func`` third derivative grad(θ ↦ jvp(jvp(R))), which is ~50× slower on this net);
+        :meth:`sharpness_gradient_batched` for one start.
         """
-        with torch.enable_grad():
-            t = theta.detach().requires_grad_(True)
-            return torch.autograd.grad(self.curvature_along(t, v.detach()), t)[0]
+        return self.sharpness_gradient_batched(theta.unsqueeze(0), v.unsqueeze(0))[0]
 
     def jacobian(self, theta: Tensor) -> Tensor:
         """J = ∂p/∂θ ``(d, D)``: ∂p_j/∂(W_k)_{ab} = (a_k)_a (B_k)_{bj}, B_k = W_{k−1}⋯W_1, a_kᵀ = W_L⋯W_{k+1}."""
@@ -218,19 +218,13 @@ class FlatDeepLinear:
         return torch.cat(blocks, dim=1)
 
     def tangent(self, theta: Tensor, g: Tensor) -> Tensor:
-        """g projected on ker J: the tangent space of the minimizers at θ."""
-        J = self.jacobian(theta)  # (d, D)
-        return g - J.T @ torch.linalg.solve(J @ J.T, J @ g)
+        """g projected on ker J: the tangent space of the minimizers at θ (:meth:`tangent_batched`, one start)."""
+        return self.tangent_batched(theta.unsqueeze(0), g.unsqueeze(0))[0]
 
     def retract(self, theta: Tensor, max_iter: int = 60) -> Tensor:
-        """Gauss–Newton steps θ ← θ − Jᵀ(JJᵀ)⁻¹(p(θ) − w*) until ‖p − w*‖ ≤ 1e-14 (or ``max_iter``)."""
-        for _ in range(max_iter):
-            err = self.end_to_end(theta) - self.w_star
-            if float(torch.linalg.vector_norm(err)) <= 1e-14:
-                break
-            J = self.jacobian(theta)
-            theta = theta - J.T @ torch.linalg.solve(J @ J.T, err)
-        return theta
+        """Gauss–Newton steps θ ← θ − Jᵀ(JJᵀ)⁻¹(p(θ) − w*) until ‖p − w*‖ ≤ 1e-14 (or ``max_iter``):
+        :meth:`retract_batched`, one start."""
+        return self.retract_batched(theta.unsqueeze(0), max_iter)[0]
 
     # -- the same pieces for B starts at once: θ ``(B, D)`` (the search runs all starts of a depth together)
 
@@ -286,40 +280,14 @@ class FlatDeepLinear:
         return thetas
 
 
-def descend(net: FlatDeepLinear, theta: Tensor, *, steps: int, step0: float, tol: float,
-            constrained: bool) -> tuple[Tensor, list[float], float]:
-    """Gradient descent on S (projected on the minimizers and retracted when ``constrained``).
-
-    A tried step is kept if S decreased (then α ← 1.5α), else α ← α/2. Returns the last kept θ,
-    the kept S after every tried step (the start first), and the residual at the last kept θ.
-    """
-    measure = net.sharpness_tracker(theta, tol)
-    s, v, r = measure(theta)
-    alpha = step0 / max(s, 1e-12)
-    path = [s]
-    for _ in range(steps):
-        g = net.sharpness_gradient(theta, v)
-        if constrained:
-            g = net.tangent(theta, g)
-        candidate = theta - alpha * g
-        if constrained:
-            candidate = net.retract(candidate)
-        s_new, v_new, r_new = measure(candidate)
-        if np.isfinite(s_new) and s_new < s:
-            theta, s, v, r = candidate, s_new, v_new, r_new
-            alpha *= 1.5
-        else:
-            alpha *= 0.5
-        path.append(s)
-    return theta, path, r
-
-
 def descend_batched(net: FlatDeepLinear, thetas: Tensor, *, steps: int, step0: float, tol: float,
                     constrained: bool) -> tuple[Tensor, np.ndarray, Tensor]:
-    """:func:`descend` for B starts at once, each with its own step α and its own keep/reject decisions.
+    """Gradient descent on S (projected on the minimizers and retracted when ``constrained``) for B starts
+    at once, each with its own step α and its own decisions: a tried step is kept if S decreased (then
+    α ← 1.5α), else α ← α/2.
 
     Every tried step measures all B candidates with one batched Lanczos warm-started from the vectors
-    of the previous measurement (as :func:`descend`'s tracker does for one start). Returns the last kept
+    of the previous measurement. Returns the last kept
     θ ``(B, D)``, the kept S after every tried step ``(B, steps + 1)`` and the residuals ``(B,)`` there.
     """
     s, v, r = net.sharpness_batched(thetas, tol, None)
