@@ -239,9 +239,14 @@ class FlatDeepLinear:
         """(θ_R ``(B,)``, v ``(B, D)``, r ``(B,)``): every start's certified top eigenpair of ∇²R, by the
         batched Lanczos of :func:`~implicitlab.diagnostics.ensemble_sharpness` (explicit residuals,
         stopping at relative residual ``tol``), warm-started from ``v0`` when given."""
-        res = ensemble_sharpness(self.ensemble(thetas), "square", self.X, self.y, tol=tol, v0=v0,
-                                 criterion="residual", explicit_residuals=True)
+        res = self._lanczos(thetas, tol, k=1, v0=v0)
         return res.values[:, 0].to(thetas.dtype), res.vectors[:, :, 0].to(thetas.dtype), res.residuals[:, 0].to(thetas.dtype)
+
+    def _lanczos(self, thetas: Tensor, tol: float, k: int, v0: Tensor | None):
+        """Certified top-k eigenpairs of every start's ∇²R: batched Lanczos to relative residual ``tol``,
+        residuals recomputed explicitly."""
+        return ensemble_sharpness(self.ensemble(thetas), "square", self.X, self.y, k=k, tol=tol, v0=v0,
+                                  criterion="residual", explicit_residuals=True)
 
     def certify_top(self, thetas: Tensor, tol: float) -> tuple[Tensor, Tensor]:
         """(λ ``(B,)``, r ``(B,)``): the largest of the top two certified eigenvalues of every start's
@@ -250,23 +255,23 @@ class FlatDeepLinear:
         The search's k = 1 Lanczos, warm-started from the previous vector, can return λ₂ where λ₁ and λ₂
         nearly coincide (the kinks of λ_max where the search stalls), below λ_max by their gap; asking
         for two eigenpairs from a fresh start resolves the pair, so an end point's value is λ_max."""
-        res = ensemble_sharpness(self.ensemble(thetas), "square", self.X, self.y, k=2, tol=tol,
-                                 criterion="residual", explicit_residuals=True)
+        res = self._lanczos(thetas, tol, k=2, v0=None)
         top = res.values.argmax(dim=1, keepdim=True)
         return (res.values.gather(1, top)[:, 0].to(thetas.dtype), res.residuals.gather(1, top)[:, 0].to(thetas.dtype))
 
     def sharpness_gradient_batched(self, thetas: Tensor, v: Tensor) -> Tensor:
-        """:meth:`sharpness_gradient` of every start ``(B, D)`` (vmap of the same backward pass)."""
+        """∇_θ[vᵀ∇²R(θ)v] of every start ``(B, D)``: vmap of one backward pass through :meth:`curvature_along`."""
         return torch.func.vmap(torch.func.grad(self.curvature_along))(thetas.detach(), v.detach())
 
     def tangent_batched(self, thetas: Tensor, g: Tensor) -> Tensor:
-        """:meth:`tangent` of every start ``(B, D)``."""
+        """g projected on ker J, the tangent space of the minimizers, for every start ``(B, D)``."""
         J = torch.func.vmap(self.jacobian)(thetas)  # (B, d, D)
         Jg = (J @ g.unsqueeze(-1))  # (B, d, 1)
         return g - (J.transpose(1, 2) @ torch.linalg.solve(J @ J.transpose(1, 2), Jg)).squeeze(-1)
 
     def retract_batched(self, thetas: Tensor, max_iter: int = 60) -> Tensor:
-        """:meth:`retract` of every start: a start stops being updated once ‖p − w*‖ ≤ 1e-14, as alone."""
+        """Gauss–Newton steps θ ← θ − Jᵀ(JJᵀ)⁻¹(p(θ) − w*) for every start; a start stops being updated once
+        its ‖p − w*‖ ≤ 1e-14 (or after ``max_iter``), so its result does not depend on the others."""
         thetas = thetas.clone()
         e2e = torch.func.vmap(self.end_to_end)
         for _ in range(max_iter):
