@@ -161,7 +161,7 @@ def chain_gradients(
     """Per-run objective ``(R,)`` (L, or log L when ``normalized``) and gradients ``[(R, out_k, in_k)]``.
 
     Small CPU chains with a shared batch take the compiled kernel of :mod:`.fused_chain` (forward,
-    loss and backward fused per run) where :func:`.fused_chain.supports` says so and ``kernel`` is
+    loss and backward fused, runs in vector lanes) where :func:`.fused_chain.supports` says so and ``kernel`` is
     True; everything else the batched PyTorch pass below. Both give the same numbers to rounding.
 
     Args:
